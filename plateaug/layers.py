@@ -1,0 +1,141 @@
+"""Static plate layers drawn once per region: backgrounds with bands and border, per-band text
+overlays (e.g. one per US state name), and the separator marks of each pattern."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .atlas import SUPERSAMPLE, glyph_ink
+from .layout import Layout
+from .spec import Band, RegionSpec
+
+
+def rgb(color: str) -> np.ndarray:
+    """'#rrggbb' -> (3,) float32 in [0, 1]."""
+    return np.array([int(color[i: i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0
+
+
+class _Canvas:
+    """Supersampled drawing surface in plate millimetres."""
+
+    def __init__(self, spec: RegionSpec):
+        self.H, self.W = spec.canvas
+        self.sx = self.W * SUPERSAMPLE / spec.size_mm[0]
+        self.sy = self.H * SUPERSAMPLE / spec.size_mm[1]
+
+    def box(self, rect: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        x, y, w, h = rect
+        return round(x * self.sx), round(y * self.sy), round((x + w) * self.sx), round((y + h) * self.sy)
+
+    def mask(self) -> Image.Image:
+        return Image.new("L", (self.W * SUPERSAMPLE, self.H * SUPERSAMPLE), 0)
+
+    def down(self, m: Image.Image) -> np.ndarray:
+        """Supersampled L mask -> (H, W) float coverage."""
+        return np.asarray(m.resize((self.W, self.H), Image.BOX), np.float32) / 255.0
+
+
+def _text_mask(cv: _Canvas, band: Band, text: str) -> np.ndarray:
+    """Band text fitted inside its rectangle, aspect kept, centred: (H, W) coverage."""
+    m = cv.mask()
+    if text.strip():
+        ink = glyph_ink(band.font, text)
+        x0, y0, x1, y1 = cv.box(band.text_rect_mm)
+        scale = min((x1 - x0) / ink.width, (y1 - y0) / ink.height)
+        tw, th = max(1, round(ink.width * scale)), max(1, round(ink.height * scale))
+        m.paste(ink.resize((tw, th), Image.LANCZOS), (x0 + (x1 - x0 - tw) // 2, y0 + (y1 - y0 - th) // 2))
+    return cv.down(m)
+
+
+def _eu_stars(cv: _Canvas, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """Twelve small stars on a circle in the upper part of the EU strip."""
+    m = cv.mask()
+    d = ImageDraw.Draw(m)
+    x0, y0, x1, y1 = cv.box(rect)
+    cx, cy = (x0 + x1) / 2, y0 + (y1 - y0) * 0.3
+    r = min(x1 - x0, y1 - y0) * 0.28
+    s = r * 0.22
+    for k in range(12):
+        a = 2 * math.pi * k / 12
+        px, py = cx + r * math.cos(a), cy + r * math.sin(a)
+        star = [(px + s * (1 if i % 2 == 0 else 0.45) * math.cos(math.pi / 2 + i * math.pi / 5),
+                 py - s * (1 if i % 2 == 0 else 0.45) * math.sin(math.pi / 2 + i * math.pi / 5))
+                for i in range(10)]
+        d.polygon(star, fill=255)
+    return cv.down(m)
+
+
+def _over(img: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> None:
+    """In place: img (3, H, W) <- colour over img with coverage alpha (H, W)."""
+    img *= 1 - alpha[None]
+    img += alpha[None] * color[:, None, None]
+
+
+def background_layers(spec: RegionSpec) -> torch.Tensor:
+    """(n_backgrounds, 3, H, W) plates without text: gradient, bands, emblems, fixed band texts,
+    border."""
+    cv = _Canvas(spec)
+    H, W = spec.canvas
+    t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None]  # (H, 1) top -> bottom
+    out = []
+    for top, bottom in spec.backgrounds:
+        img = ((1 - t) * rgb(top)[:, None, None] + t * rgb(bottom)[:, None, None]).repeat(W, axis=2)
+        img = np.ascontiguousarray(img.reshape(3, H, W))
+        for band in spec.bands:
+            if band.color:
+                m = cv.mask()
+                ImageDraw.Draw(m).rectangle(cv.box(band.rect_mm), fill=255)
+                _over(img, cv.down(m), rgb(band.color))
+            if band.emblem == "eu_stars":
+                _over(img, _eu_stars(cv, band.rect_mm), rgb("#ffcc00"))
+            if len(band.texts) == 1:
+                _over(img, _text_mask(cv, band, band.texts[0]), rgb(band.text_color))
+        if spec.border_color and spec.border_mm > 0:
+            m = cv.mask()
+            bw = max(1, round(spec.border_mm * cv.sy))
+            ImageDraw.Draw(m).rounded_rectangle((0, 0, m.width - 1, m.height - 1), radius=3 * bw,
+                                                outline=255, width=bw)
+            _over(img, cv.down(m), rgb(spec.border_color))
+        out.append(img)
+    return torch.from_numpy(np.stack(out))
+
+
+def band_overlays(spec: RegionSpec) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """For each band with several texts: (band index, (K, 1, H, W) coverage, (3,) colour)."""
+    cv = _Canvas(spec)
+    out = []
+    for i, band in enumerate(spec.bands):
+        if len(band.texts) > 1:
+            masks = np.stack([_text_mask(cv, band, t) for t in band.texts])[:, None]
+            out.append((i, torch.from_numpy(masks), torch.from_numpy(rgb(band.text_color))))
+    return out
+
+
+def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tensor:
+    """(A, 1, H, W) coverage of each pattern's separators (drawn in the text colour)."""
+    cv = _Canvas(spec)
+    seps = spec.separator_map
+    out = []
+    for lay in layouts:
+        m = cv.mask()
+        d = ImageDraw.Draw(m)
+        for slot in lay.separators:
+            sep = seps[slot.key]
+            cx = (slot.x + slot.w / 2) * SUPERSAMPLE
+            cy = (slot.y + slot.h / 2) * SUPERSAMPLE
+            size = sep.size_mm * cv.sx  # horizontal mm scale: shapes keep their width on the canvas
+            if sep.shape == "dot":
+                d.ellipse((cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2), fill=255)
+            elif sep.shape == "hyphen":
+                th = slot.h * SUPERSAMPLE * 0.11
+                d.rectangle((cx - size / 2, cy - th / 2, cx + size / 2, cy + th / 2), fill=255)
+            elif sep.shape == "seal":  # German registration stickers: two stacked discs, half tone
+                r = size / 2
+                for dy in (-r * 1.1, r * 1.1):
+                    d.ellipse((cx - r, cy + dy - r, cx + r, cy + dy + r), fill=110)
+        out.append(cv.down(m))
+    return torch.from_numpy(np.stack(out))[:, None]

@@ -1,0 +1,443 @@
+"""Region specs: a plate layout is data (a TOML file), loaded into frozen dataclasses.
+
+A spec describes the physical plate (mm), the canvas it is rendered to (px), the background,
+bands (EU strip, US state name, BR city line), character classes with their fonts, separators,
+text rows and a weighted pattern grammar. `load_region` validates everything up front and
+raises `RegionSpecError(file, key, reason)` so a user sees one clear message.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+from fontTools.ttLib import TTFont
+from PIL import ImageFont
+
+REGIONS_DIR = Path(__file__).parent / "regions"
+FONTS_DIR = Path(__file__).parent / "fonts"
+CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
+FIT_MODES = ("height", "stretch")
+SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space")
+
+
+class RegionSpecError(ValueError):
+    """A region spec is malformed: names the file, the key and the reason."""
+
+    def __init__(self, file: str | Path, key: str, reason: str):
+        self.file, self.key, self.reason = str(file), key, reason
+        super().__init__(f"{file}: [{key}] {reason}")
+
+
+@dataclass(frozen=True)
+class CharClass:
+    """A character class of the pattern grammar (e.g. `D` = digits) and how it is drawn."""
+
+    key: str
+    chars: str
+    font: Path
+    fit: str  # "height": keep aspect, fill the slot height; "stretch": fill the slot
+    width_mm: float | None  # None: the row's char_width_mm
+
+
+@dataclass(frozen=True)
+class Separator:
+    """A non-label mark between characters (dot, hyphen, German seal, or a plain gap)."""
+
+    key: str
+    shape: str
+    width_mm: float
+    size_mm: float  # dot diameter / hyphen length / seal diameter
+
+
+@dataclass(frozen=True)
+class Row:
+    """A horizontal text line: vertical position, glyph height, horizontal extent, spacing."""
+
+    y_mm: float
+    height_mm: float
+    x0_mm: float
+    x1_mm: float
+    char_width_mm: float
+    gap_mm: float
+    align: str  # "center" | "left"
+
+
+@dataclass(frozen=True)
+class Band:
+    """A coloured rectangle with optional text chosen per plate (e.g. US state names)."""
+
+    rect_mm: tuple[float, float, float, float]  # x, y, w, h
+    color: str | None
+    texts: tuple[str, ...]
+    text_color: str
+    text_rect_mm: tuple[float, float, float, float]
+    font: Path
+    emblem: str | None  # "eu_stars" or None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One weighted alternative of the grammar: tokens are class keys, separator keys or '/'."""
+
+    tokens: tuple[str, ...]
+    weight: float
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """A complete, validated plate layout."""
+
+    name: str
+    description: str
+    source: Path
+    size_mm: tuple[float, float]  # (width, height)
+    canvas: tuple[int, int]  # (H, W) pixels
+    backgrounds: tuple[tuple[str, str], ...]  # (top, bottom) gradient colours, one per plate
+    border_color: str | None
+    border_mm: float
+    text_colors: tuple[str, ...]
+    classes: tuple[CharClass, ...]
+    separators: tuple[Separator, ...]
+    rows: tuple[Row, ...]
+    bands: tuple[Band, ...]
+    patterns: tuple[Pattern, ...]
+
+    @property
+    def class_map(self) -> dict[str, CharClass]:
+        return {c.key: c for c in self.classes}
+
+    @property
+    def separator_map(self) -> dict[str, Separator]:
+        return {s.key: s for s in self.separators}
+
+    @property
+    def charset(self) -> str:
+        """Every character a label of this region can contain, sorted, without repeats."""
+        return "".join(sorted({ch for c in self.classes for ch in c.chars}))
+
+    @property
+    def max_len(self) -> int:
+        return max(sum(t in self.class_map for t in p.tokens) for p in self.patterns)
+
+
+def builtin_regions() -> list[str]:
+    """Names of the regions shipped in `plateaug/regions/`."""
+    return sorted(p.stem for p in REGIONS_DIR.glob("*.toml"))
+
+
+def load_region(name_or_path: str | Path | RegionSpec) -> RegionSpec:
+    """Load a shipped region by name (`"eu_de"`) or a user spec by path; validates it fully."""
+    if isinstance(name_or_path, RegionSpec):
+        return name_or_path
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        candidate = REGIONS_DIR / f"{name_or_path}.toml"
+        if not candidate.exists():
+            raise ValueError(
+                f"unknown region {str(name_or_path)!r}: not a shipped region "
+                f"({', '.join(builtin_regions())}) and not a path to a .toml spec"
+            )
+        path = candidate
+    return _load_path(path.resolve())
+
+
+@lru_cache(maxsize=64)
+def _load_path(path: Path) -> RegionSpec:
+    if not path.exists():
+        raise RegionSpecError(path, "-", "file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RegionSpecError(path, "-", f"not valid TOML: {e}") from None
+    return _Parser(path, data).parse()
+
+
+_TOP_KEYS = {"name", "description", "size_mm", "canvas_px", "background", "text", "classes",
+             "separators", "rows", "bands", "patterns"}
+
+
+class _Parser:
+    """Validating TOML -> RegionSpec conversion; every error names file and key."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path, self.data = path, data
+
+    def fail(self, key: str, reason: str) -> RegionSpecError:
+        return RegionSpecError(self.path, key, reason)
+
+    # -- typed getters -------------------------------------------------------------------
+    def get(self, table: dict, key: str, where: str, typ: type | tuple, default: Any = ...) -> Any:
+        full = f"{where}.{key}" if where else key
+        if key not in table:
+            if default is ...:
+                raise self.fail(full, "missing required field")
+            return default
+        value = table[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+            names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            raise self.fail(full, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def positive(self, table: dict, key: str, where: str, default: Any = ...) -> float:
+        v = self.get(table, key, where, float, default)
+        if v is not None and v <= 0:
+            raise self.fail(f"{where}.{key}" if where else key, f"must be > 0, got {v}")
+        return v
+
+    def numbers(self, table: dict, key: str, where: str, n: int, default: Any = ...) -> tuple:
+        full = f"{where}.{key}" if where else key
+        v = self.get(table, key, where, list, default)
+        if v is None:
+            return None
+        if len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise self.fail(full, f"expected a list of {n} numbers, got {v!r}")
+        return tuple(float(x) for x in v)
+
+    def color(self, value: Any, key: str) -> str:
+        ok = isinstance(value, str) and value.startswith("#") and len(value) == 7
+        if ok:
+            try:
+                int(value[1:], 16)
+            except ValueError:
+                ok = False
+        if not ok:
+            raise self.fail(key, f"expected a colour '#rrggbb', got {value!r}")
+        return value
+
+    def unknown(self, table: dict, allowed: set[str], where: str) -> None:
+        for k in table:
+            if k not in allowed:
+                full = f"{where}.{k}" if where else k
+                raise self.fail(full, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def font(self, value: Any, key: str) -> Path:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a font name or path, got {value!r}")
+        for cand in (FONTS_DIR / f"{value}.ttf", FONTS_DIR / f"{value}.otf", self.path.parent / value):
+            if cand.is_file():
+                try:
+                    ImageFont.truetype(str(cand), 16)
+                except OSError as e:
+                    raise self.fail(key, f"font {cand} cannot be read: {e}") from None
+                return cand.resolve()
+        shipped = sorted(p.stem for p in FONTS_DIR.iterdir() if p.suffix in (".ttf", ".otf"))
+        raise self.fail(key, f"font {value!r} not found (shipped: {', '.join(shipped)}; "
+                             f"or a path relative to the spec)")
+
+    # -- sections -------------------------------------------------------------------------
+    def parse(self) -> RegionSpec:
+        d = self.data
+        self.unknown(d, _TOP_KEYS, "")
+        name = self.get(d, "name", "", str)
+        if not name.isidentifier():
+            raise self.fail("name", f"must be an identifier like 'eu_de', got {name!r}")
+        size = self.numbers(d, "size_mm", "", 2)
+        if min(size) <= 0:
+            raise self.fail("size_mm", f"plate size must be positive, got {list(size)}")
+        canvas = self.get(d, "canvas_px", "", list)
+        if (len(canvas) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in canvas)
+                or min(canvas) < CANVAS_MULTIPLE or any(x % CANVAS_MULTIPLE for x in canvas)):
+            raise self.fail("canvas_px", f"expected [H, W], positive multiples of {CANVAS_MULTIPLE}, "
+                                         f"got {canvas!r}")
+        text = self.get(d, "text", "", dict)
+        self.unknown(text, {"colors", "font"}, "text")
+        text_colors = self.get(text, "colors", "text", list)
+        if not text_colors:
+            raise self.fail("text.colors", "needs at least one colour")
+        text_colors = tuple(self.color(c, "text.colors") for c in text_colors)
+        default_font = self.font(self.get(text, "font", "text", str), "text.font")
+        classes = self.parse_classes(default_font)
+        separators = self.parse_separators()
+        clash = {c.key for c in classes} & {s.key for s in separators}
+        if clash:
+            raise self.fail("separators", f"keys also used as classes: {sorted(clash)}")
+        rows = self.parse_rows(size)
+        backgrounds, border_color, border_mm = self.parse_background()
+        bands = self.parse_bands(size, default_font)
+        spec = RegionSpec(
+            name=name, description=self.get(d, "description", "", str, ""), source=self.path,
+            size_mm=size, canvas=(canvas[0], canvas[1]), backgrounds=backgrounds,
+            border_color=border_color, border_mm=border_mm, text_colors=text_colors,
+            classes=classes, separators=separators, rows=rows, bands=bands,
+            patterns=self.parse_patterns(classes, separators, rows),
+        )
+        self.check_layouts(spec)
+        return spec
+
+    def parse_classes(self, default_font: Path) -> tuple[CharClass, ...]:
+        table = self.get(self.data, "classes", "", dict)
+        if not table:
+            raise self.fail("classes", "needs at least one character class")
+        out = []
+        for key, value in table.items():
+            where = f"classes.{key}"
+            if key == "/" or any(ch.isspace() for ch in key):
+                raise self.fail(where, "class keys may not contain spaces or be '/'")
+            if isinstance(value, str):
+                value = {"chars": value}
+            if not isinstance(value, dict):
+                raise self.fail(where, f"expected a string of characters or a table, got {value!r}")
+            self.unknown(value, {"chars", "font", "fit", "width_mm"}, where)
+            chars = self.get(value, "chars", where, str)
+            if not chars or any(ch.isspace() for ch in chars) or len(set(chars)) != len(chars):
+                raise self.fail(f"{where}.chars", f"needs distinct non-space characters, got {chars!r}")
+            font = self.font(value["font"], f"{where}.font") if "font" in value else default_font
+            fit = self.get(value, "fit", where, str, "height")
+            if fit not in FIT_MODES:
+                raise self.fail(f"{where}.fit", f"expected one of {FIT_MODES}, got {fit!r}")
+            width = self.positive(value, "width_mm", where, None)
+            missing = missing_glyphs(font, chars)
+            if missing:
+                raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
+            out.append(CharClass(key=key, chars=chars, font=font, fit=fit, width_mm=width))
+        return tuple(out)
+
+    def parse_separators(self) -> tuple[Separator, ...]:
+        table = self.get(self.data, "separators", "", dict, {})
+        out = []
+        for key, value in table.items():
+            where = f"separators.{key}"
+            if not isinstance(value, dict):
+                raise self.fail(where, f"expected a table with shape and width_mm, got {value!r}")
+            self.unknown(value, {"shape", "width_mm", "size_mm"}, where)
+            shape = self.get(value, "shape", where, str)
+            if shape not in SEPARATOR_SHAPES:
+                raise self.fail(f"{where}.shape", f"expected one of {SEPARATOR_SHAPES}, got {shape!r}")
+            width = self.positive(value, "width_mm", where)
+            size = self.positive(value, "size_mm", where, width * 0.5)
+            out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size))
+        return tuple(out)
+
+    def parse_rows(self, size: tuple[float, float]) -> tuple[Row, ...]:
+        rows = self.get(self.data, "rows", "", list)
+        if not rows:
+            raise self.fail("rows", "needs at least one text row")
+        out = []
+        for i, r in enumerate(rows):
+            where = f"rows[{i}]"
+            if not isinstance(r, dict):
+                raise self.fail(where, "expected a table")
+            self.unknown(r, {"y_mm", "height_mm", "x_mm", "char_width_mm", "gap_mm", "align"}, where)
+            y = self.get(r, "y_mm", where, float)
+            h = self.positive(r, "height_mm", where)
+            x0, x1 = self.numbers(r, "x_mm", where, 2, (0.0, size[0]))
+            align = self.get(r, "align", where, str, "center")
+            if align not in ("center", "left"):
+                raise self.fail(f"{where}.align", f"expected 'center' or 'left', got {align!r}")
+            if y < 0 or y + h > size[1] or x0 < 0 or x1 > size[0] or x1 <= x0:
+                raise self.fail(where, f"row (x {x0}..{x1}, y {y}..{y + h} mm) is not inside the "
+                                       f"{size[0]}x{size[1]} mm plate")
+            gap = self.get(r, "gap_mm", where, float, 0.0)
+            if gap < 0:
+                raise self.fail(f"{where}.gap_mm", f"must be >= 0, got {gap}")
+            out.append(Row(y_mm=y, height_mm=h, x0_mm=x0, x1_mm=x1,
+                           char_width_mm=self.positive(r, "char_width_mm", where),
+                           gap_mm=gap, align=align))
+        return tuple(out)
+
+    def parse_background(self) -> tuple[tuple[tuple[str, str], ...], str | None, float]:
+        bg = self.get(self.data, "background", "", dict)
+        self.unknown(bg, {"colors", "border_color", "border_mm"}, "background")
+        colors = self.get(bg, "colors", "background", list)
+        if not colors:
+            raise self.fail("background.colors", "needs at least one colour or [top, bottom] pair")
+        pairs = []
+        for c in colors:
+            pair = [c, c] if isinstance(c, str) else c
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise self.fail("background.colors", f"expected '#rrggbb' or [top, bottom], got {c!r}")
+            pairs.append((self.color(pair[0], "background.colors"), self.color(pair[1], "background.colors")))
+        border_color = bg.get("border_color")
+        if border_color is not None:
+            border_color = self.color(border_color, "background.border_color")
+        border = self.get(bg, "border_mm", "background", float, 0.0)
+        if border < 0:
+            raise self.fail("background.border_mm", f"must be >= 0, got {border}")
+        return tuple(pairs), border_color, border
+
+    def parse_bands(self, size: tuple[float, float], default_font: Path) -> tuple[Band, ...]:
+        out = []
+        for i, b in enumerate(self.get(self.data, "bands", "", list, [])):
+            where = f"bands[{i}]"
+            if not isinstance(b, dict):
+                raise self.fail(where, "expected a table")
+            self.unknown(b, {"rect_mm", "color", "texts", "text_color", "text_rect_mm", "font", "emblem"}, where)
+            rect = self.numbers(b, "rect_mm", where, 4)
+            _check_rect(self, rect, size, f"{where}.rect_mm")
+            color = self.color(b["color"], f"{where}.color") if "color" in b else None
+            texts = self.get(b, "texts", where, list, [])
+            if not all(isinstance(t, str) for t in texts):
+                raise self.fail(f"{where}.texts", "expected a list of strings")
+            font = self.font(b["font"], f"{where}.font") if "font" in b else default_font
+            missing = missing_glyphs(font, "".join(texts).replace(" ", ""))
+            if missing:
+                raise self.fail(f"{where}.texts", f"characters {missing!r} are not in font {font.name}")
+            text_rect = self.numbers(b, "text_rect_mm", where, 4, rect)
+            _check_rect(self, text_rect, size, f"{where}.text_rect_mm")
+            emblem = self.get(b, "emblem", where, str, None)
+            if emblem not in (None, "eu_stars"):
+                raise self.fail(f"{where}.emblem", f"expected 'eu_stars', got {emblem!r}")
+            out.append(Band(rect_mm=rect, color=color, texts=tuple(texts),
+                            text_color=self.color(b.get("text_color", "#000000"), f"{where}.text_color"),
+                            text_rect_mm=text_rect, font=font, emblem=emblem))
+        return tuple(out)
+
+    def parse_patterns(self, classes, separators, rows) -> tuple[Pattern, ...]:
+        pats = self.get(self.data, "patterns", "", list)
+        if not pats:
+            raise self.fail("patterns", "needs at least one pattern")
+        known = {c.key for c in classes} | {s.key for s in separators}
+        out = []
+        for i, p in enumerate(pats):
+            where = f"patterns[{i}]"
+            if isinstance(p, str):
+                p = {"pattern": p}
+            if not isinstance(p, dict):
+                raise self.fail(where, "expected a pattern string or a table {pattern, weight}")
+            self.unknown(p, {"pattern", "weight"}, where)
+            tokens = tuple(self.get(p, "pattern", where, str).split())
+            weight = self.positive(p, "weight", where, 1.0)
+            bad = [t for t in tokens if t != "/" and t not in known]
+            if bad:
+                raise self.fail(f"{where}.pattern", f"unknown tokens {bad} (classes and separators: "
+                                                    f"{sorted(known)})")
+            if not any(t in {c.key for c in classes} for t in tokens):
+                raise self.fail(f"{where}.pattern", "pattern has no character slot")
+            if tokens.count("/") + 1 > len(rows):
+                raise self.fail(f"{where}.pattern", f"uses {tokens.count('/') + 1} rows but the spec "
+                                                    f"defines {len(rows)}")
+            out.append(Pattern(tokens=tokens, weight=weight))
+        return tuple(out)
+
+    def check_layouts(self, spec: RegionSpec) -> None:
+        from .layout import layout_pattern  # local: layout needs the spec types
+
+        for i, p in enumerate(spec.patterns):
+            try:
+                layout_pattern(spec, p)
+            except ValueError as e:
+                raise self.fail(f"patterns[{i}].pattern", f"impossible layout: {e}") from None
+
+
+def _check_rect(parser: _Parser, rect: tuple, size: tuple[float, float], key: str) -> None:
+    x, y, w, h = rect
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > size[0] + 1e-6 or y + h > size[1] + 1e-6:
+        raise parser.fail(key, f"rectangle {list(rect)} is not inside the {size[0]}x{size[1]} mm plate")
+
+
+@cache
+def _cmap(font: Path) -> frozenset[int]:
+    with TTFont(str(font), lazy=True, fontNumber=0) as f:
+        return frozenset(f.getBestCmap() or {})
+
+
+def missing_glyphs(font: Path, chars: str) -> str:
+    """Characters of `chars` that the font has no glyph for (read from its cmap)."""
+    cmap = _cmap(font)
+    return "".join(ch for ch in chars if ord(ch) not in cmap)

@@ -1,0 +1,121 @@
+"""Plate strings from a region's pattern grammar, sampled in one vectorised step per batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .spec import RegionSpec, load_region
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """B plate strings plus what the renderer needs to draw them.
+
+    `local[b, s]` is the index of character s inside its slot's class; `style` picks the
+    background, text colour and one text per variable band: (B, 2 + n_bands).
+    """
+
+    texts: list[str]
+    pattern: torch.Tensor  # (B,) int64 index into spec.patterns
+    local: torch.Tensor  # (B, S) int64, 0 for padding
+    lengths: torch.Tensor  # (B,) int64
+    style: torch.Tensor  # (B, 2 + n_bands) int64
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class _Grammar:
+    """Per-pattern tables: class size and code points of every character slot."""
+
+    weights: torch.Tensor  # (A,) float
+    n_chars: torch.Tensor  # (A, S) int64, 1 for padding
+    codes: np.ndarray  # (A, S, C) uint32 code points, 0 padded
+    lengths: torch.Tensor  # (A,) int64
+    slot_classes: tuple[tuple[str, ...], ...]  # class key per slot, per pattern
+    style_sizes: tuple[int, ...]  # choices per style column
+
+
+@lru_cache(maxsize=64)
+def grammar(spec: RegionSpec) -> _Grammar:
+    classes = spec.class_map
+    slot_classes = tuple(tuple(t for t in p.tokens if t in classes) for p in spec.patterns)
+    A, S = len(spec.patterns), spec.max_len
+    C = max(len(c.chars) for c in spec.classes)
+    n_chars = torch.ones(A, S, dtype=torch.int64)
+    codes = np.zeros((A, S, C), dtype=np.uint32)
+    for a, keys in enumerate(slot_classes):
+        for s, k in enumerate(keys):
+            chars = classes[k].chars
+            n_chars[a, s] = len(chars)
+            codes[a, s, : len(chars)] = [ord(ch) for ch in chars]
+    style_sizes = (len(spec.backgrounds), len(spec.text_colors)) + tuple(
+        max(len(b.texts), 1) for b in spec.bands)
+    return _Grammar(
+        weights=torch.tensor([p.weight for p in spec.patterns], dtype=torch.float64),
+        n_chars=n_chars, codes=codes,
+        lengths=torch.tensor([len(k) for k in slot_classes], dtype=torch.int64),
+        slot_classes=slot_classes, style_sizes=style_sizes,
+    )
+
+
+def sample_text(spec: RegionSpec | str, n: int, generator: torch.Generator | None = None) -> TextBatch:
+    """Sample `n` plates (text and style) from the spec; same generator state => same plates.
+
+    Runs on the CPU (the generator must be a CPU generator); the renderer moves indices.
+    """
+    spec = load_region(spec)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    g = grammar(spec)
+    pattern = torch.multinomial(g.weights, n, replacement=True, generator=generator)  # (n,)
+    u = torch.rand(n, g.n_chars.shape[1], generator=generator, dtype=torch.float64)
+    n_chars = g.n_chars[pattern]  # (n, S)
+    local = (u * n_chars).long().clamp_max_(n_chars - 1)  # (n, S)
+    lengths = g.lengths[pattern]
+    local = local * (torch.arange(local.shape[1]) < lengths[:, None])  # padding -> 0
+    sizes = torch.tensor(g.style_sizes, dtype=torch.float64)
+    style = (torch.rand(n, len(sizes), generator=generator, dtype=torch.float64) * sizes).long()
+    style = torch.minimum(style, sizes.long() - 1)
+    return TextBatch(_strings(g, pattern, local, lengths), pattern, local, lengths, style)
+
+
+def _strings(g: _Grammar, pattern: torch.Tensor, local: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    """Code-point table lookup, then numpy's fixed-width unicode view: no per-plate loop."""
+    p, loc = pattern.numpy(), local.numpy()
+    S = loc.shape[1]
+    codes = g.codes[p[:, None], np.arange(S)[None, :], loc]  # (n, S) uint32
+    codes = codes * (np.arange(S)[None, :] < lengths.numpy()[:, None])
+    return np.ascontiguousarray(codes).view(f"<U{S}")[:, 0].tolist()
+
+
+def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor | None = None) -> TextBatch:
+    """Turn given strings into a TextBatch (first pattern that accepts each string).
+
+    Raises ValueError naming the string when no pattern of the region accepts it.
+    """
+    spec = load_region(spec)
+    g = grammar(spec)
+    classes = spec.class_map
+    S = spec.max_len
+    pattern = torch.zeros(len(texts), dtype=torch.int64)
+    local = torch.zeros(len(texts), S, dtype=torch.int64)
+    for i, t in enumerate(texts):
+        for a, keys in enumerate(g.slot_classes):
+            if len(keys) == len(t) and all(ch in classes[k].chars for ch, k in zip(t, keys)):
+                pattern[i] = a
+                local[i, : len(t)] = torch.tensor([classes[k].chars.index(ch) for ch, k in zip(t, keys)])
+                break
+        else:
+            raise ValueError(f"text {t!r} matches no pattern of region {spec.name!r} "
+                             f"({[' '.join(p.tokens) for p in spec.patterns]})")
+    if style is None:
+        style = torch.zeros(len(texts), len(g.style_sizes), dtype=torch.int64)
+    elif style.shape != (len(texts), len(g.style_sizes)):
+        raise ValueError(f"style must have shape {(len(texts), len(g.style_sizes))}, got {tuple(style.shape)}")
+    return TextBatch(list(texts), pattern, local, g.lengths[pattern], style)
