@@ -8,14 +8,21 @@ from contextlib import contextmanager
 
 import kornia
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-SOBEL_SCALE = 2.0 ** 0.5  # normalised Sobel magnitude of a 0/1 image is <= 1/sqrt(2)
+SOFTEN = 2  # luminance is averaged over SOFTEN x SOFTEN blocks before Sobel
+MIN_EDGE = 0.05  # edge strength below which an image counts as flat (not amplified further)
 CPU_CHUNK = 8
 
 
 def outline(images: torch.Tensor) -> torch.Tensor:
-    """Edge magnitude of the luminance, differentiable.
+    """Edge magnitude of the luminance, contrast-normalised per image, differentiable.
+
+    Real crops (soft, low-contrast, upscaled) and renders (crisp) give edges of very different
+    width and strength; the luminance is first softened (2x2 mean, resampled back), and the
+    magnitude divided by each image's robust edge maximum (the max of a 3x3 mean of the
+    magnitude, at least MIN_EDGE), which puts both on the same scale.
 
     images: (B, 3, H, W) float in [0, 1] -> (B, 1, H, W) float in [0, 1].
     """
@@ -24,13 +31,17 @@ def outline(images: torch.Tensor) -> torch.Tensor:
     if not images.is_floating_point():
         raise ValueError(f"outline expects float images in [0, 1], got dtype {images.dtype}")
     gray = kornia.color.rgb_to_grayscale(images)  # (B, 1, H, W)
+    if images.shape[-1] >= 2 * SOFTEN and images.shape[-2] >= 2 * SOFTEN:
+        # camera-like softening: crisp renders and soft photos then give similar edge widths
+        gray = F.interpolate(F.avg_pool2d(gray, SOFTEN), size=gray.shape[-2:], mode="bilinear", align_corners=False)
     if images.device.type == "cpu":
         with _plain_cpu_conv():
             # small chunks stay in cache: 2-3x faster than one (512, 1, 64, 304) call on 2 cores
             edges = torch.cat([kornia.filters.sobel(c, normalized=True) for c in gray.split(CPU_CHUNK)])
     else:
         edges = kornia.filters.sobel(gray, normalized=True)
-    return (edges * SOBEL_SCALE).clamp_(0.0, 1.0)
+    ref = F.avg_pool2d(edges, 3, 1, 1).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)  # (B, 1, 1, 1)
+    return (edges / ref).clamp(0.0, 1.0)
 
 
 @contextmanager

@@ -1,0 +1,86 @@
+"""`python -m plateaug.train`: train the pix2pix generator on a folder of real plate crops.
+
+Example:
+    python -m plateaug.train --real ../shared/data/real-plates --out runs/default --epochs 60
+    python -m plateaug.train --resume runs/default          # continue exactly where it stopped
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from .models import GENERATORS
+from .trainer import TrainConfig, Trainer, resume
+
+
+def _canvas(s: str) -> tuple[str, list[int]]:
+    try:
+        region, size = s.split("=")
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected REGION=HxW like us=96x192, got {s!r}") from None
+    if h % 16 or w % 16 or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"canvas {h}x{w} must be positive multiples of 16")
+    return region, [h, w]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m plateaug.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", help="folder of real plate crops (jpg/png), optionally with labels.csv")
+    ap.add_argument("--labels", help="CSV with file,region,text (default: REAL/labels.csv when present; "
+                                     "else region = sub-folder name)")
+    ap.add_argument("--out", help="run folder: checkpoints, log.jsonl, samples/, summary.json")
+    ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    ap.add_argument("--generator", default="unet_s", choices=sorted(GENERATORS))
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--l1-weight", type=float, default=100.0, help="lambda of the L1 term (pix2pix: 100)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")
+    ap.add_argument("--min-per-group", type=int, default=128, help="repeat small regions up to this per epoch")
+    ap.add_argument("--regions", help="comma-separated regions of labels.csv to use (default: all)")
+    ap.add_argument("--canvas", action="append", type=_canvas, default=[], metavar="REGION=HxW",
+                    help="canvas for a region's crops (defaults: us=96x192 br=64x192 eu=64x304)")
+    ap.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available on this machine")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    try:
+        if args.resume:
+            trainer = resume(args.resume, args.device, args.max_minutes, not args.no_progress)
+        else:
+            if not args.real or not args.out:
+                ap.error("--real and --out are required (or --resume RUN_DIR)")
+            if args.epochs < 1 or args.batch_size < 2:
+                ap.error("--epochs must be >= 1 and --batch-size >= 2 (BatchNorm)")
+            cfg = TrainConfig(real=args.real, out=args.out, labels=args.labels, generator=args.generator,
+                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              l1_weight=args.l1_weight, seed=args.seed, val_percent=args.val_percent,
+                              min_per_group=args.min_per_group,
+                              regions=tuple(args.regions.split(",")) if args.regions else None,
+                              canvases=dict(args.canvas))
+            trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)
+        summary = trainer.run()
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    short = {k: v for k, v in summary.items() if k != "skipped_files"}
+    print(json.dumps(short, indent=1))
+    for f, why in summary["skipped_files"]:
+        print(f"skipped {f}: {why}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

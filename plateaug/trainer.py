@@ -1,0 +1,284 @@
+"""pix2pix training on real plate crops: LSGAN + lambda * L1, Adam, stateless per-step
+randomness (so a resumed run repeats the uninterrupted one exactly), atomic checkpoints,
+hash-split validation, and a contact sheet per epoch."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import FORMAT, atomic_save, load_checkpoint
+from .models import PatchDiscriminator, create_generator, generator_input, n_params
+from .realdata import RealGroup, RealSet, load_real
+from .sheet import contact_sheet
+
+# Real-data region -> shipped spec whose renders go on the sample sheet next to the real crops.
+PREVIEW_SPECS = {"us": "us", "br": "br_old", "eu": "eu_sk", "cn": "cn_blue"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run; saved in every checkpoint."""
+
+    real: str
+    out: str
+    labels: str | None = None
+    generator: str = "unet_s"
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 2e-4
+    l1_weight: float = 100.0  # lambda of pix2pix
+    seed: int = 0
+    val_percent: int = 25
+    min_per_group: int = 128  # small regions are repeated up to this many crops per epoch
+    jitter: int = 4  # random translation of real crops, pixels
+    ema: float = 0.999  # exponential moving average of generator weights (what ships)
+    regions: tuple[str, ...] | None = None
+    canvases: dict = field(default_factory=dict)  # region -> [H, W] overrides
+
+
+def _seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def epoch_plan(sizes: dict[str, int], epoch: int, cfg: TrainConfig) -> list[tuple[str, torch.Tensor]]:
+    """The batches of one epoch as (region, indices), a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(_seed(cfg.seed, epoch))
+    batches = []
+    for region in sorted(sizes):
+        n = sizes[region]
+        reps = math.ceil(max(n, cfg.min_per_group) / n)
+        idx = torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[: max(n, cfg.min_per_group)]
+        batches += [(region, b) for b in idx.split(cfg.batch_size) if len(b) >= 2]  # BatchNorm needs 2
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def augment_real(images: torch.Tensor, jitter: int, g: torch.Generator) -> torch.Tensor:
+    """Random translation (replicate padding) and mild brightness/contrast: (B,3,H,W) -> same."""
+    B, _, H, W = images.shape
+    if jitter:
+        padded = F.pad(images, (jitter,) * 4, mode="replicate")
+        off = torch.randint(0, 2 * jitter + 1, (B, 2), generator=g).tolist()
+        images = torch.stack([padded[i, :, y: y + H, x: x + W] for i, (y, x) in enumerate(off)])
+    gain = 1 + (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.2
+    bias = (torch.rand(B, 1, 1, 1, generator=g) - 0.5) * 0.1
+    return (images * gain + bias).clamp(0, 1)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: str = "cpu", max_minutes: float | None = None,
+                 progress: bool = True):
+        self.cfg, self.device, self.max_minutes, self.progress = cfg, torch.device(device), max_minutes, progress
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)
+        self.G = create_generator(cfg.generator).to(self.device)
+        self.D = PatchDiscriminator().to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        for p in self.G_ema.parameters():
+            p.requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.epoch, self.step_in_epoch, self.global_step, self.elapsed = 0, 0, 0, 0.0
+        self.val_history: list[dict] = []
+        canvases = {k: tuple(v) for k, v in cfg.canvases.items()}
+        self.data: RealSet = load_real(cfg.real, cfg.labels, canvases, cfg.val_percent,
+                                       list(cfg.regions) if cfg.regions else None)
+        if not self.data.train:
+            raise ValueError(f"no training images left in {cfg.real} after the validation split")
+
+    # -- state -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": FORMAT, "config": asdict(self.cfg),
+            "generator": {"name": self.cfg.generator, "config": self.G.config, "state_dict": self.G.state_dict(),
+                          "ema_state_dict": self.G_ema.state_dict()},
+            "discriminator": {"config": self.D.config, "state_dict": self.D.state_dict()},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "elapsed_s": self.elapsed, "val_history": self.val_history,
+            "canvases": {k: list(v.images.shape[-2:]) for k, v in self.data.train.items()},
+            "training_data": {"folder": str(self.cfg.real), "train": {k: len(v.files) for k, v in self.data.train.items()},
+                              "val": {k: len(v.files) for k, v in self.data.val.items()},
+                              "skipped": len(self.data.skipped)},
+        }
+
+    def load_state(self, ckpt: dict) -> None:
+        self.G.load_state_dict(ckpt["generator"]["state_dict"])
+        self.G_ema.load_state_dict(ckpt["generator"]["ema_state_dict"])
+        self.D.load_state_dict(ckpt["discriminator"]["state_dict"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.global_step, self.elapsed = ckpt["global_step"], ckpt["elapsed_s"]
+        self.val_history = ckpt["val_history"]
+        self._truncate_log()
+
+    def save(self) -> Path:
+        return atomic_save(self.state(), self.out / "last.pt")
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (the run was killed)."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            keep = [ln for ln in log.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["global_step"] <= self.global_step]
+            tmp = log.with_suffix(".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, log)
+
+    # -- training ----------------------------------------------------------------------------
+    def lr_at(self, progress: float) -> float:
+        """Constant for the first half, then linear decay to 0 (pix2pix schedule)."""
+        return self.cfg.lr * min(1.0, 2.0 * (1.0 - progress))
+
+    def train_step(self, real: torch.Tensor, g: torch.Generator, lr: float) -> dict[str, float]:
+        cfg = self.cfg
+        for opt in (self.opt_g, self.opt_d):
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+        real = augment_real(real, cfg.jitter, g).to(self.device)  # (B, 3, H, W)
+        cond = generator_input(real)  # (B, 4, H, W)
+        fake = self.G(cond)
+        # discriminator: LSGAN targets 1 (real) / 0 (fake)
+        d_real, d_fake = self.D(cond, real), self.D(cond, fake.detach())
+        loss_d = 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # generator: fool D + stay close to the real photo
+        d_fake = self.D(cond, fake)
+        loss_gan = F.mse_loss(d_fake, torch.ones_like(d_fake))
+        loss_l1 = F.l1_loss(fake, real)
+        loss_g = loss_gan + cfg.l1_weight * loss_l1
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        with torch.no_grad():
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                pe.lerp_(p, 1 - cfg.ema)
+            for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                be.copy_(b)
+        return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "loss_l1": loss_l1.item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean L1 between the EMA generator's output and the real crop, per region and overall."""
+        out, total, count = {}, 0.0, 0
+        for region, grp in sorted(self.data.val.items()):
+            err = 0.0
+            for chunk in grp.images.split(32):
+                chunk = chunk.to(self.device)
+                err += (self.G_ema(generator_input(chunk)) - chunk).abs().mean(dim=(1, 2, 3)).sum().item()
+            out[region] = err / len(grp.images)
+            total, count = total + err, count + len(grp.images)
+        out["all"] = total / count if count else float("nan")
+        return out
+
+    @torch.no_grad()
+    def sample_sheet(self, path: Path) -> Path:
+        """Rows of outline | generated | real for validation crops, then outline | generated |
+        clean render for renders of the matching shipped region."""
+        from .renderer import render
+        from .text import sample_text
+
+        rows, caps = [], []
+        groups: dict[str, RealGroup] = self.data.val or self.data.train
+        for region, grp in sorted(groups.items()):
+            real = grp.images[:3].to(self.device)
+            cond = generator_input(real)
+            fake = self.G_ema(cond)
+            for i in range(len(real)):
+                rows.append([cond[i, :1], fake[i], real[i]])
+                caps.append(f"real {region} {grp.texts[i]}")
+        for region in sorted({*groups, "cn"}):
+            spec = PREVIEW_SPECS.get(region)
+            if spec is None:
+                continue
+            plates = render(spec, sample_text(spec, 2, torch.Generator().manual_seed(self.epoch)), self.device)
+            cond = generator_input(plates.images)
+            fake = self.G_ema(cond)
+            for i in range(2):
+                rows.append([cond[i, :1], fake[i], plates.images[i]])
+                caps.append(f"render {spec} {plates.texts[i]}")
+        return contact_sheet(rows, path, captions=caps)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        sizes = {k: len(v.images) for k, v in self.data.train.items()}
+        steps_per_epoch = len(epoch_plan(sizes, 0, cfg))
+        total_steps = steps_per_epoch * cfg.epochs
+        start = time.perf_counter() - self.elapsed  # total time over resumes
+        invoked = time.perf_counter()  # the --max-minutes budget is per invocation
+        stopped = "finished"
+        bar = tqdm(total=total_steps, initial=self.global_step, disable=not self.progress, unit="step",
+                   desc="train", dynamic_ncols=True)
+        log = open(self.out / "log.jsonl", "a")
+        try:
+            while self.epoch < cfg.epochs:
+                plan = epoch_plan(sizes, self.epoch, cfg)
+                t_epoch, n_imgs = time.perf_counter(), 0
+                while self.step_in_epoch < len(plan):
+                    region, idx = plan[self.step_in_epoch]
+                    g = torch.Generator().manual_seed(_seed(cfg.seed, self.epoch, self.step_in_epoch))
+                    losses = self.train_step(self.data.train[region].images[idx], g,
+                                             self.lr_at(self.global_step / total_steps))
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    n_imgs += len(idx)
+                    log.write(json.dumps({"global_step": self.global_step, "epoch": self.epoch,
+                                          "region": region, **losses}) + "\n")
+                    rate = n_imgs / max(time.perf_counter() - t_epoch, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(ep=self.epoch, d=f"{losses['loss_d']:.3f}", gan=f"{losses['loss_gan']:.3f}",
+                                    l1=f"{losses['loss_l1']:.4f}", img_s=f"{rate:.1f}")
+                    self.elapsed = time.perf_counter() - start
+                    if self.max_minutes is not None and time.perf_counter() - invoked > self.max_minutes * 60:
+                        stopped = "time budget"
+                        break
+                if stopped != "finished":
+                    break
+                val = self.validate()
+                self.val_history.append({"epoch": self.epoch, "global_step": self.global_step, **val})
+                self.sample_sheet(self.out / "samples" / f"epoch_{self.epoch:03d}.png")
+                bar.write(f"epoch {self.epoch}: val L1 " + " ".join(f"{k}={v:.4f}" for k, v in val.items()))
+                self.epoch += 1
+                self.step_in_epoch = 0
+                log.flush()
+                self.save()
+        finally:
+            log.close()
+            bar.close()
+        self.elapsed = time.perf_counter() - start
+        self.save()
+        summary = {
+            "stopped": stopped, "epochs_done": self.epoch, "global_step": self.global_step,
+            "elapsed_s": round(self.elapsed, 1), "val_l1": self.val_history[-1] if self.val_history else None,
+            "train_images": sizes, "val_images": {k: len(v.images) for k, v in self.data.val.items()},
+            "skipped": len(self.data.skipped), "skipped_files": self.data.skipped,
+            "generator": {"name": cfg.generator, "parameters": n_params(self.G)},
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def resume(run_dir: str | Path, device: str = "cpu", max_minutes: float | None = None, progress: bool = True) -> Trainer:
+    """Rebuild a Trainer from RUN_DIR/last.pt, exactly where it stopped."""
+    ckpt = load_checkpoint(Path(run_dir) / "last.pt")
+    c = dict(ckpt["config"])
+    c["regions"] = tuple(c["regions"]) if c.get("regions") else None
+    t = Trainer(TrainConfig(**c), device=device, max_minutes=max_minutes, progress=progress)
+    t.load_state(ckpt)
+    return t
