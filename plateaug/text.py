@@ -28,6 +28,13 @@ class TextBatch:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __getitem__(self, index: slice | int) -> TextBatch:
+        """A sub-batch (slice or single index), e.g. to render plates one by one."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return TextBatch(self.texts[index], self.pattern[index], self.local[index], self.lengths[index],
+                         self.style[index])
+
 
 @dataclass(frozen=True)
 class _Grammar:
@@ -94,22 +101,53 @@ def _strings(g: _Grammar, pattern: torch.Tensor, local: torch.Tensor, lengths: t
     return np.ascontiguousarray(codes).view(f"<U{S}")[:, 0].tolist()
 
 
-def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor | None = None) -> TextBatch:
-    """Turn given strings into a TextBatch (first pattern that accepts each string).
+def _match(spec: RegionSpec, tokens: tuple[str, ...], text: str) -> str | None:
+    """The label (characters only) if `text` fits the pattern: either its characters alone, or
+    characters and separators written out ('-', '·', and ' ' for space-shaped separators)."""
+    classes, seps = spec.class_map, spec.separator_map
+    slots = [t for t in tokens if t != "/"]
+    keys = [t for t in slots if t in classes]
+    if len(text) == len(keys) and all(ch in classes[k].chars for ch, k in zip(text, keys)):
+        return text
+    if len(text) == len(slots):
+        label = []
+        for ch, t in zip(text, slots):
+            if t in seps:
+                if ch != t and not (ch == " " and seps[t].shape == "space"):
+                    return None
+            elif ch in classes[t].chars:
+                label.append(ch)
+            else:
+                return None
+        return "".join(label)
+    return None
 
-    Raises ValueError naming the string when no pattern of the region accepts it.
+
+def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor | None = None,
+                 pattern: torch.Tensor | None = None) -> TextBatch:
+    """Turn given strings into a TextBatch. Each string takes the first pattern that accepts it
+    (written with or without its separators: "ABC-1234" or "ABC1234"), or `pattern[i]` when
+    given (patterns can differ only in separator positions). Labels hold characters only.
+
+    Raises ValueError naming the string when no (or not the given) pattern accepts it.
     """
     spec = load_region(spec)
     g = grammar(spec)
     classes = spec.class_map
     S = spec.max_len
+    wanted = None if pattern is None else [int(p) for p in pattern]
     pattern = torch.zeros(len(texts), dtype=torch.int64)
     local = torch.zeros(len(texts), S, dtype=torch.int64)
+    labels = []
     for i, t in enumerate(texts):
-        for a, keys in enumerate(g.slot_classes):
-            if len(keys) == len(t) and all(ch in classes[k].chars for ch, k in zip(t, keys)):
+        for a, (pat, keys) in enumerate(zip(spec.patterns, g.slot_classes)):
+            if wanted is not None and a != wanted[i]:
+                continue
+            label = _match(spec, pat.tokens, t)
+            if label is not None:
                 pattern[i] = a
-                local[i, : len(t)] = torch.tensor([classes[k].chars.index(ch) for ch, k in zip(t, keys)])
+                local[i, : len(label)] = torch.tensor([classes[k].chars.index(ch) for ch, k in zip(label, keys)])
+                labels.append(label)
                 break
         else:
             raise ValueError(f"text {t!r} matches no pattern of region {spec.name!r} "
@@ -118,4 +156,4 @@ def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor |
         style = torch.zeros(len(texts), len(g.style_sizes), dtype=torch.int64)
     elif style.shape != (len(texts), len(g.style_sizes)):
         raise ValueError(f"style must have shape {(len(texts), len(g.style_sizes))}, got {tuple(style.shape)}")
-    return TextBatch(list(texts), pattern, local, g.lengths[pattern], style)
+    return TextBatch(labels, pattern, local, g.lengths[pattern], style)

@@ -1,0 +1,113 @@
+"""Augmentation presets (kornia) that move the labels with the pixels.
+
+Geometric transforms are applied to the images and, as keypoints, to every character-box
+corner and the plate quadrilateral; boxes are then re-fitted around the moved corners. kornia
+samples from torch's global RNG, so `augment` seeds it (inside `fork_rng`) from the caller's
+per-batch seed: same seed, same augmentation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import kornia.augmentation as K
+import torch
+from kornia.geometry.transform import warp_perspective
+from torch import nn
+
+PRESETS = ("none", "light", "heavy")
+
+
+class BorderPerspective(K.RandomPerspective):
+    """kornia's RandomPerspective, but filling uncovered pixels from the border instead of
+    black (a black wedge is an artefact no camera makes)."""
+
+    def apply_transform(self, input, params, flags, transform=None):  # noqa: A002 - kornia's signature
+        H, W = input.shape[-2:]
+        return warp_perspective(input, transform, (H, W), mode=flags["resample"].name.lower(),
+                                align_corners=flags["align_corners"], padding_mode="border")
+
+
+def build_preset(name: str) -> nn.Module | None:
+    """`none` -> None; `light`/`heavy` -> kornia AugmentationSequential over (image, keypoints)."""
+    if name == "none":
+        return None
+    if name == "light":
+        ops = [
+            BorderPerspective(0.15, p=0.5, sampling_method="area_preserving"),
+            K.RandomAffine(degrees=3, translate=(0.02, 0.04), scale=(0.92, 1.05), shear=(-4, 4), p=0.6,
+                           padding_mode="border"),
+            K.RandomMotionBlur(3, angle=30.0, direction=0.5, p=0.2),
+            K.ColorJiggle(0.2, 0.2, 0.2, 0.02, p=0.5),
+            K.RandomGaussianNoise(std=0.02, p=0.3),
+        ]
+    elif name == "heavy":
+        ops = [
+            BorderPerspective(0.25, p=0.6, sampling_method="area_preserving"),
+            K.RandomAffine(degrees=8, translate=(0.04, 0.08), scale=(0.8, 1.08), shear=(-8, 8), p=0.8,
+                           padding_mode="border"),
+            K.RandomMotionBlur((3, 7), angle=45.0, direction=0.5, p=0.35),
+            K.RandomGaussianBlur((5, 5), (0.3, 1.5), p=0.3),  # defocus
+            K.ColorJiggle(0.35, 0.35, 0.35, 0.05, p=0.7),
+            K.RandomPlasmaShadow(roughness=(0.1, 0.5), shade_intensity=(-0.5, 0.0), shade_quantity=(0.0, 0.4),
+                                 p=0.3),
+            K.RandomGaussianNoise(std=0.05, p=0.5),
+            K.RandomErasing(scale=(0.01, 0.04), ratio=(0.3, 3.0), value=0.0, p=0.15),  # small occlusions
+            K.RandomJPEG(jpeg_quality=(30.0, 90.0), p=0.4),
+        ]
+    else:
+        raise ValueError(f"unknown augmentation preset {name!r}; choose from {PRESETS} or pass a kornia module")
+    return K.AugmentationSequential(*ops, data_keys=["input", "keypoints"])
+
+
+@lru_cache(maxsize=8)
+def _preset(name: str) -> nn.Module | None:
+    return build_preset(name)
+
+
+def resolve(augment: str | nn.Module | None) -> nn.Module | None:
+    """A preset name, a user kornia AugmentationSequential (data_keys input + keypoints), or None."""
+    if augment is None or isinstance(augment, nn.Module):
+        return augment
+    if isinstance(augment, str):
+        return _preset(augment)
+    raise TypeError(f"augment must be a preset name {PRESETS}, a kornia AugmentationSequential or None, "
+                    f"got {type(augment).__name__}")
+
+
+def boxes_to_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) xyxy -> (..., 4, 2) corners TL, TR, BR, BL."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([torch.stack([x0, y0], -1), torch.stack([x1, y0], -1),
+                        torch.stack([x1, y1], -1), torch.stack([x0, y1], -1)], -2)
+
+
+def corners_to_boxes(corners: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    """(..., 4, 2) quadrilaterals -> (..., 4) enclosing xyxy boxes clipped to the image."""
+    lo, hi = corners.amin(-2), corners.amax(-2)
+    box = torch.cat([lo, hi], -1)
+    return torch.stack([box[..., 0].clamp(0, width), box[..., 1].clamp(0, height),
+                        box[..., 2].clamp(0, width), box[..., 3].clamp(0, height)], -1)
+
+
+def augment(aug: nn.Module | None, images: torch.Tensor, char_boxes: torch.Tensor, corners: torch.Tensor,
+            valid: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply `aug` to images and move the labels with them.
+
+    images (B, 3, H, W) in [0, 1]; char_boxes (B, S, 4) xyxy, valid (B, S) bool marks real rows;
+    corners (B, P, 2) any points (plate quadrilaterals). Returns the same three, transformed
+    (invalid rows are zero).
+    """
+    if aug is None:
+        return images, char_boxes, corners
+    B, S = char_boxes.shape[:2]
+    H, W = images.shape[-2:]
+    points = torch.cat([boxes_to_corners(char_boxes).reshape(B, S * 4, 2), corners], 1)  # (B, 4S + 4, 2)
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out, points = aug(images, points)
+    out = out.clamp(0, 1)
+    char_corners = points[:, : 4 * S].reshape(B, S, 4, 2)
+    boxes = corners_to_boxes(char_corners, W, H) * valid.to(images.device)[..., None]
+    return out, boxes, points[:, 4 * S:]

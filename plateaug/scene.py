@@ -1,0 +1,155 @@
+"""Scene mode: plates warped by random homographies into backgrounds (procedural or a folder
+of images), with boxes, corners and character boxes in scene coordinates."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import get_perspective_transform, warp_perspective
+from PIL import Image, UnidentifiedImageError
+
+from .augment import boxes_to_corners, corners_to_boxes
+from .realdata import IMAGE_SUFFIXES
+
+
+def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """(n, 3, H, W) street-like clutter: smooth colour fields, blocks and fine noise, in [0, 1]."""
+    H, W = size
+    grey = torch.rand(n, 1, 1, 1, generator=g) * 0.6 + 0.2
+    base = grey + (torch.rand(n, 3, 1, 1, generator=g) - 0.5) * 0.25  # mostly grey, a little colour
+    low = F.interpolate(torch.rand(n, 1, 6, 10, generator=g), size=size, mode="bicubic", align_corners=False)
+    tint = F.interpolate(torch.rand(n, 3, 3, 5, generator=g), size=size, mode="bilinear", align_corners=False)
+    mid = F.interpolate(torch.rand(n, 1, 24, 40, generator=g), size=size, mode="bilinear", align_corners=False)
+    img = base + (low - 0.5) * 0.4 + (tint - 0.5) * 0.15 + (mid - 0.5) * 0.12
+    # a few axis-aligned blocks (car body parts, walls, signs)
+    for _ in range(4):
+        x0 = (torch.rand(n, generator=g) * W).long()
+        y0 = (torch.rand(n, generator=g) * H).long()
+        bw = (torch.rand(n, generator=g) * W * 0.5).long() + 8
+        bh = (torch.rand(n, generator=g) * H * 0.4).long() + 8
+        col = torch.rand(n, 1, generator=g) * 0.8 + (torch.rand(n, 3, generator=g) - 0.5) * 0.3
+        xs, ys = torch.arange(W), torch.arange(H)
+        m = (((xs[None] >= x0[:, None]) & (xs[None] < x0[:, None] + bw[:, None]))[:, None, :]
+             & ((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + bh[:, None]))[:, :, None])  # (n, H, W)
+        img = torch.where(m[:, None], col[:, :, None, None] * 0.8 + img * 0.2, img)
+    img = img + torch.randn(n, 1, H, W, generator=g) * 0.02
+    return img.clamp(0, 1)
+
+
+class FolderBackgrounds:
+    """Random crops of images from a folder, decoded on demand (an LRU of decoded files)."""
+
+    def __init__(self, folder: str | Path, cache: int = 64):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"backgrounds folder {self.folder} does not exist")
+        self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"backgrounds folder {self.folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.cache: dict[Path, torch.Tensor] = {}
+        self.cache_size = cache
+        self.bad: set[Path] = set()
+
+    def _load(self, path: Path) -> torch.Tensor | None:
+        if path in self.cache:
+            return self.cache[path]
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+            if path not in self.bad:
+                warnings.warn(f"skipping background {path}: {e}", stacklevel=3)
+                self.bad.add(path)
+            return None
+        t = torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, h, w) uint8
+        if len(self.cache) >= self.cache_size:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[path] = t
+        return t
+
+    def __call__(self, n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+        """(n, 3, H, W) in [0, 1]: each a random file, random crop at scene aspect, resized."""
+        H, W = size
+        out = []
+        picks = torch.randint(len(self.files), (n * 4,), generator=g).tolist()
+        for i in picks:
+            if len(out) == n:
+                break
+            t = self._load(self.files[i])
+            if t is None:
+                continue
+            h, w = t.shape[-2:]
+            scale = min(h / H, w / W) * float(0.6 + 0.4 * torch.rand(1, generator=g))
+            ch, cw = max(1, int(H * scale)), max(1, int(W * scale))
+            y = int(torch.randint(h - ch + 1, (1,), generator=g))
+            x = int(torch.randint(w - cw + 1, (1,), generator=g))
+            crop = t[:, y: y + ch, x: x + cw][None].float() / 255
+            out.append(F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)[0])
+        if len(out) < n:
+            raise ValueError(f"could not read enough background images from {self.folder} "
+                             f"({len(self.bad)} unreadable of {len(self.files)})")
+        return torch.stack(out)
+
+
+def place_plates(counts: torch.Tensor, aspects: torch.Tensor, size: tuple[int, int],
+                 g: torch.Generator) -> torch.Tensor:
+    """Destination quads (N, 4, 2) for plates in scenes: scene b gets counts[b] plates side by
+    side in its own vertical strips (no overlaps), each with random size, position, tilt and
+    perspective. aspects: (N,) width / height of each plate, in scene order."""
+    H, W = size
+    strips = torch.repeat_interleave(counts, counts).float()  # (N,) plates in the plate's scene
+    k = torch.cat([torch.arange(int(c)) for c in counts]).float()  # (N,) position in its scene
+    N = len(aspects)
+    strip_w = W / strips
+    pw = strip_w * (0.45 + 0.45 * torch.rand(N, generator=g))
+    pw = torch.minimum(pw, torch.full_like(pw, W * 0.6))
+    ph = pw / aspects
+    ph = torch.minimum(ph, torch.full_like(ph, H * 0.5))
+    pw = ph * aspects
+    cx = k * strip_w + pw / 2 + torch.rand(N, generator=g) * (strip_w - pw)
+    cy = ph / 2 + torch.rand(N, generator=g) * (H - ph)
+    half = torch.stack([-pw / 2, -ph / 2, pw / 2, -ph / 2, pw / 2, ph / 2, -pw / 2, ph / 2], 1).view(N, 4, 2)
+    ang = (torch.rand(N, generator=g) - 0.5) * 0.25  # radians, about +-7 degrees
+    rot = torch.stack([torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)], 1).view(N, 2, 2)
+    quad = half @ rot.transpose(1, 2)
+    quad = quad + (torch.rand(N, 4, 2, generator=g) - 0.5) * 0.12 * pw[:, None, None]  # perspective
+    return quad + torch.stack([cx, cy], 1)[:, None, :]
+
+
+def compose(backgrounds: torch.Tensor, plates: torch.Tensor, src_size: tuple[int, int], char_boxes: torch.Tensor,
+            counts: torch.Tensor, quads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Warp plates into their scenes.
+
+    backgrounds (B, 3, Hs, Ws); plates (N, 3, h, w) in scene order (scene b owns counts[b]
+    consecutive plates); src_size: the (H, W) pixel frame char_boxes are given in; char_boxes
+    (N, S, 4); quads (N, 4, 2) destinations. Returns scenes (B, 3, Hs, Ws), scene char boxes
+    (N, S, 4) (enclosing boxes of the warped characters, zero rows stay zero) and corners
+    (N, 4, 2).
+    """
+    B, _, Hs, Ws = backgrounds.shape
+    N, _, h, w = plates.shape
+    dev = plates.device
+    src = torch.tensor([[0, 0], [w, 0], [w, h], [0, h]], dtype=torch.float32, device=dev).expand(N, 4, 2)
+    M = get_perspective_transform(src, quads.to(dev))  # (N, 3, 3) plate texture -> scene
+    scene_of = torch.repeat_interleave(torch.arange(B, device=dev), counts.to(dev))
+    k = torch.cat([torch.arange(int(c)) for c in counts]).to(dev)
+    out = backgrounds.clone()
+    ones = torch.ones(N, 1, h, w, device=dev)
+    for slot in range(int(counts.max())):  # a few slots, each a batched warp of all scenes' k-th plates
+        sel = (k == slot).nonzero().squeeze(1)
+        warped = warp_perspective(torch.cat([plates[sel], ones[sel]], 1), M[sel], (Hs, Ws), align_corners=True)
+        rgb, alpha = warped[:, :3], warped[:, 3:].clamp(0, 1)
+        idx = scene_of[sel]
+        out[idx] = out[idx] * (1 - alpha) + rgb * alpha
+    S = char_boxes.shape[1]
+    scale = torch.tensor([w / src_size[1], h / src_size[0]], device=dev)
+    pts = boxes_to_corners(char_boxes.to(dev)).reshape(N, S * 4, 2) * scale
+    pts = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ M.transpose(1, 2)
+    pts = pts[..., :2] / pts[..., 2:]
+    valid = (char_boxes.to(dev).abs().sum(-1, keepdim=True) > 0)
+    boxes = corners_to_boxes(pts.view(N, S, 4, 2), Ws, Hs) * valid
+    return out, boxes, quads.to(dev)

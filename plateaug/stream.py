@@ -1,0 +1,280 @@
+"""PlateGANStream: the drop-in torch IterableDataset. Per batch, on one device: sample texts ->
+render -> outline + colour hint -> generator -> (scene composition) -> augmentation, with the
+labels carried through every step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import IterableDataset
+
+from . import seeding
+from .augment import augment as apply_augment
+from .augment import corners_to_boxes, resolve
+from .backends import Backend, resolve_generator
+from .collate import wrap_boxes
+from .models.contract import generator_input
+from .renderer import render
+from .scene import FolderBackgrounds, compose, place_plates, procedural_backgrounds
+from .spec import RegionSpec, builtin_regions, load_region
+from .text import sample_text
+
+MODES = ("crop", "scene")
+DEFAULT_SIZE = {"crop": (64, 256), "scene": (384, 640)}
+TEXTURE = (96, 288)  # plates are resampled to this before being warped into scenes
+PLATE_LABEL = 1  # detection class id of "licence plate" (0 is background)
+
+
+@dataclass
+class Batch:
+    """One generated batch before it is split into samples (all tensors on the stream device)."""
+
+    images: torch.Tensor  # (B, 3, H, W) float in [0, 1]
+    texts: list[str]  # (N,) one per plate
+    regions: list[str]  # (N,)
+    char_boxes: torch.Tensor  # (N, S, 4) xyxy in image pixels, invalid rows zero
+    valid: torch.Tensor  # (N, S) bool
+    corners: torch.Tensor  # (N, 4, 2)
+    owner: torch.Tensor  # (N,) index of the image each plate is in
+
+
+def _check_cuda_worker(device: torch.device) -> None:
+    """A forked DataLoader worker cannot use CUDA once the parent has initialised it."""
+    in_worker = torch.utils.data.get_worker_info() is not None
+    if device.type == "cuda" and in_worker and torch.cuda._is_in_bad_fork():
+        raise RuntimeError(
+                "PlateGANStream(device='cuda') is running in a forked DataLoader worker after CUDA was initialised "
+            "in the parent. Use num_workers=0 (on a GPU the stream keeps up on its own) or "
+            "DataLoader(..., multiprocessing_context='spawn').")
+
+
+class PlateGANStream(IterableDataset):
+    """Endless (or `length`-limited) stream of realistic, labelled synthetic plates.
+
+    mode "crop": (image (3, H, W), target) with target = {"boxes" (1, 4), "labels" (1,),
+    "corners" (1, 4, 2), "text" str, "label" (L,) int64 (1-based indices into `charset`, 0 is
+    the CTC blank), "char_boxes" (L, 4), "region" str}.
+    mode "scene": plates pasted into backgrounds; target = {"boxes" (N, 4), "labels" (N,),
+    "corners" (N, 4, 2), "text" [N str], "char_boxes" [N x (L, 4)], "region" [N str]}.
+    batch_size=None yields samples; an int yields (images (B, 3, H, W), [target] * B) batches
+    for `DataLoader(stream, batch_size=None)`. `length` counts yielded items per epoch per
+    process (samples or batches); None is endless. Call `set_epoch(e)` for fresh plates each
+    epoch of a finite stream.
+    """
+
+    def __init__(self, regions: str | Path | list | dict | None = None, mode: str = "crop",
+                 image_size: tuple[int, int] | None = None, batch_size: int | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None,
+                 generator: str | Path | Backend | None = "onnx", augment: str | nn.Module | None = "light",
+                 length: int | None = None, backgrounds: str | Path | None = None,
+                 plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64):
+        super().__init__()
+        self.specs, self.weights = _resolve_regions(regions)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        size = tuple(image_size) if image_size is not None else DEFAULT_SIZE[mode]
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 8 for v in size):
+            raise ValueError(f"image_size must be (H, W) with ints >= 8, got {image_size!r}")
+        self.image_size = size
+        for name, v in (("batch_size", batch_size), ("length", length)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        lo, hi = plates_per_scene
+        if not 1 <= lo <= hi <= 8:
+            raise ValueError(f"plates_per_scene must be (min, max) with 1 <= min <= max <= 8, got {plates_per_scene!r}")
+        self.plates_per_scene = (lo, hi)
+        self.batch_size, self.length, self.chunk = batch_size, length, chunk
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        self.seed = seeding.fresh_seed() if seed is None else int(seed)
+        self.generator = generator
+        if isinstance(generator, (str, Path)) and str(generator) not in ("onnx", "torch", "none"):
+            if not Path(generator).is_file():
+                raise FileNotFoundError(f"generator model {generator} does not exist")
+        self.augment = resolve(augment)
+        self.backgrounds = FolderBackgrounds(backgrounds) if backgrounds is not None else None
+        self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
+        self._index = {ch: i + 1 for i, ch in enumerate(self.charset)}
+        self.epoch = 0
+        self._backend: Backend | None = None
+        self._backend_ready = False
+
+    # -- configuration -----------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Mix the epoch into the seed (like DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("an endless PlateGANStream has no length; pass length=N for finite epochs")
+        return self.length
+
+    def __getstate__(self) -> dict:  # sessions and modules are rebuilt in each worker
+        state = self.__dict__.copy()
+        state["_backend"], state["_backend_ready"] = None, False
+        return state
+
+    def backend(self) -> Backend | None:
+        if not self._backend_ready:
+            self._backend = resolve_generator(self.generator, self.device)
+            self._backend_ready = True
+        return self._backend
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Text -> (L,) int64 label indices (1-based into `charset`)."""
+        return torch.tensor([self._index[ch] for ch in text], dtype=torch.int64)
+
+    # -- iteration -------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator:
+        _check_cuda_worker(self.device)
+        wid, nw = seeding.worker()
+        rank, _ = seeding.rank_and_world()
+        remaining = None if self.length is None else seeding.share(self.length, wid, nw)
+        per_batch = self.batch_size or self.chunk
+        j = 0
+        while remaining is None or remaining > 0:
+            seed = seeding.mix(self.seed, self.epoch, rank, wid, j)
+            j += 1
+            n = per_batch if self.batch_size or remaining is None else min(per_batch, remaining)
+            batch = self.make_batch(n, seed)
+            if self.batch_size:
+                yield batch.images, self.targets(batch)
+                if remaining is not None:
+                    remaining -= 1
+            else:
+                for image, target in zip(batch.images.unbind(0), self.targets(batch)):
+                    yield image.clone(), target
+                if remaining is not None:
+                    remaining -= n
+
+    @torch.no_grad()
+    def make_batch(self, n: int, seed: int) -> Batch:
+        """Generate `n` images (crops or scenes) from one seed: same seed, same batch."""
+        g = torch.Generator().manual_seed(seed)
+        if self.mode == "crop":
+            return self._crops(n, g, seed)
+        return self._scenes(n, g, seed)
+
+    def _plates(self, n: int, g: torch.Generator, size: tuple[int, int]):
+        """n plates over the weighted regions, generated and resized to `size`, shuffled."""
+        which = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        counts = torch.bincount(which, minlength=len(self.specs)).tolist()
+        S = max(s.max_len for s in self.specs)
+        images, boxes, texts, regions, aspects = [], [], [], [], []
+        backend = self.backend()
+        for spec, k in zip(self.specs, counts):
+            if k == 0:
+                continue
+            plates = render(spec, sample_text(spec, k, g), self.device)
+            img = plates.images  # (k, 3, h, w)
+            if backend is not None:
+                img = backend(generator_input(img)).to(self.device, torch.float32)
+            h, w = img.shape[-2:]
+            img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+            scale = torch.tensor([size[1] / w, size[0] / h] * 2, device=self.device)
+            cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
+            images.append(img.clamp(0, 1))
+            boxes.append(cb)
+            texts += plates.texts
+            regions += [spec.name] * k
+            aspects += [spec.size_mm[0] / spec.size_mm[1]] * k
+        perm = torch.randperm(n, generator=g)
+        images = torch.cat(images)[perm.to(self.device)]
+        boxes = torch.cat(boxes)[perm.to(self.device)]
+        p = perm.tolist()
+        return (images, boxes, [texts[i] for i in p], [regions[i] for i in p],
+                torch.tensor(aspects)[perm])
+
+    def _crops(self, n: int, g: torch.Generator, seed: int) -> Batch:
+        H, W = self.image_size
+        images, boxes, texts, regions, _ = self._plates(n, g, self.image_size)
+        valid = boxes.abs().sum(-1) > 0  # (n, S)
+        corners = torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32,
+                               device=self.device).expand(n, 4, 2)
+        images, boxes, corners = apply_augment(self.augment, images, boxes, corners, valid, seed)
+        return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
+
+    def _scenes(self, n: int, g: torch.Generator, seed: int) -> Batch:
+        lo, hi = self.plates_per_scene
+        counts = torch.randint(lo, hi + 1, (n,), generator=g)  # plates per scene
+        N = int(counts.sum())
+        plates, boxes, texts, regions, aspects = self._plates(N, g, TEXTURE)
+        bg = (self.backgrounds(n, self.image_size, g) if self.backgrounds is not None
+              else procedural_backgrounds(n, self.image_size, g)).to(self.device)
+        quads = place_plates(counts, aspects, self.image_size, g)
+        scenes, cb, corners = compose(bg, plates, TEXTURE, boxes, counts, quads)
+        valid = cb.abs().sum(-1) > 0  # (N, S)
+        # augment whole scenes: pack each scene's plates into padded rows of keypoints
+        K, S = int(counts.max()), cb.shape[1]
+        owner = torch.repeat_interleave(torch.arange(n), counts)
+        k = torch.cat([torch.arange(int(c)) for c in counts])
+        packed_cb = cb.new_zeros(n, K, S, 4)
+        packed_cb[owner, k] = cb
+        packed_valid = valid.new_zeros(n, K, S)
+        packed_valid[owner, k] = valid
+        packed_corners = corners.new_zeros(n, K, 4, 2)
+        packed_corners[owner, k] = corners
+        scenes, pcb, pcorners = apply_augment(self.augment, scenes, packed_cb.view(n, K * S, 4),
+                                              packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
+        cb = pcb.view(n, K, S, 4)[owner, k]
+        corners = pcorners.view(n, K, 4, 2)[owner, k]
+        return Batch(scenes, texts, regions, cb, valid, corners, owner.to(self.device))
+
+    # -- targets ---------------------------------------------------------------------------------
+    def targets(self, batch: Batch) -> list[dict]:
+        """Per-image target dicts (torchvision detection keys plus text, characters, corners)."""
+        H, W = batch.images.shape[-2:]
+        cpu = lambda t: t.detach().to("cpu")  # noqa: E731 - targets live on the CPU
+        plate_boxes = cpu(corners_to_boxes(batch.corners, W, H))  # (N, 4)
+        corners, char_boxes, valid = cpu(batch.corners), cpu(batch.char_boxes), cpu(batch.valid)
+        lengths = valid.sum(1).tolist()
+        out = []
+        if self.mode == "crop":
+            for i, text in enumerate(batch.texts):
+                out.append(wrap_boxes({
+                    "boxes": plate_boxes[i: i + 1].clone(), "labels": torch.tensor([PLATE_LABEL]),
+                    "corners": corners[i: i + 1].clone(), "text": text, "label": self.encode(text),
+                    "char_boxes": char_boxes[i, : lengths[i]].clone(), "region": batch.regions[i]}, (H, W)))
+            return out
+        owner = cpu(batch.owner).tolist()
+        starts = [0]
+        for b in range(1, len(batch.images) + 1):
+            starts.append(starts[-1] + owner.count(b - 1))
+        for b in range(len(batch.images)):
+            s, e = starts[b], starts[b + 1]
+            out.append(wrap_boxes({
+                "boxes": plate_boxes[s:e].clone(), "labels": torch.full((e - s,), PLATE_LABEL, dtype=torch.int64),
+                "corners": corners[s:e].clone(), "text": batch.texts[s:e],
+                "char_boxes": [char_boxes[i, : lengths[i]].clone() for i in range(s, e)],
+                "region": batch.regions[s:e]}, (H, W)))
+        return out
+
+
+def _resolve_regions(regions) -> tuple[list[RegionSpec], torch.Tensor]:
+    """None -> every shipped region, equal weights; a name/path; a list; or {name: weight}."""
+    if regions is None:
+        regions = builtin_regions()
+    if isinstance(regions, (str, Path, RegionSpec)):
+        regions = [regions]
+    if isinstance(regions, dict):
+        items = list(regions.items())
+    else:
+        items = [(r, 1.0) for r in regions]
+    if not items:
+        raise ValueError("regions is empty: name at least one region")
+    specs, weights = [], []
+    for r, w in items:
+        if not isinstance(w, (int, float)) or w <= 0:
+            raise ValueError(f"region weight for {r!r} must be > 0, got {w!r}")
+        specs.append(load_region(r))
+        weights.append(float(w))
+    return specs, torch.tensor(weights, dtype=torch.float64)

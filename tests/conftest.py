@@ -1,0 +1,58 @@
+"""Shared fixtures: small region specs written into tmp folders (no dependency on ../shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+MINI_SPEC = """\
+name = "mini"
+description = "test plate: 3 letters, hyphen, 3 digits, flat grey"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+
+[background]
+colors = ["#c8c8c8"]
+
+[text]
+colors = ["#101010"]
+font = "DejaVuSansCondensed-Bold"
+
+[classes]
+L = "ABCXYZ"
+D = "0123456789"
+
+[separators]
+"-" = { shape = "hyphen", width_mm = 16, size_mm = 10 }
+
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 36
+gap_mm = 4
+
+[[patterns]]
+pattern = "L L L - D D D"
+weight = 1
+"""
+
+
+@pytest.fixture
+def mini_spec_text() -> str:
+    return MINI_SPEC
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """write_spec(text, name="x") -> path of a .toml file in tmp_path."""
+
+    def _write(text: str, name: str = "spec") -> Path:
+        p = tmp_path / f"{name}.toml"
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    return _write

@@ -1,0 +1,123 @@
+"""Renderer: shapes, labels that match pixels, determinism, batch == one by one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from plateaug import builtin_regions, encode_texts, load_region, render, sample_text
+from plateaug.renderer import Renderer
+
+
+def _sample(region, n, seed=0):
+    return sample_text(region, n, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("region", builtin_regions())
+def test_every_region_renders_on_cpu(region):
+    spec = load_region(region)
+    batch = _sample(region, 8)
+    plates = render(spec, batch)
+    H, W = spec.canvas
+    assert plates.images.shape == (8, 3, H, W) and plates.images.dtype == torch.float32
+    assert 0.0 <= plates.images.min() and plates.images.max() <= 1.0
+    assert plates.lengths.tolist() == [len(t) for t in plates.texts]
+    assert plates.char_boxes.shape == (8, spec.max_len, 4)
+    assert torch.equal(plates.corners[0], torch.tensor([[0.0, 0], [W, 0], [W, H], [0, H]]))
+    for b, text in enumerate(plates.texts):
+        n = len(text)
+        boxes = plates.char_boxes[b, :n]
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= W).all() and (boxes[:, 3] <= H).all(), "box outside the plate"
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert (plates.char_boxes[b, n:] == 0).all(), "padding rows must be zero"
+        assert (boxes[1:, 0] >= boxes[:-1, 0]).all(), "boxes follow reading order"
+        # every box holds ink: pixels far from this plate's background layer (text colour)
+        bg = Renderer(spec).backgrounds[batch.style[b, 0]]  # (3, H, W) plate without text
+        for x0, y0, x1, y1 in boxes.long().tolist():
+            diff = (plates.images[b, :, y0:y1, x0:x1] - bg[:, y0:y1, x0:x1]).abs().amax(0)
+            assert (diff > 0.3).float().mean() > 0.15, f"{region} {text!r}: a character box holds no ink"
+
+
+def test_labels_match_pixels_exactly(write_spec, mini_spec_text):
+    """On a flat background, every pixel that differs from the background lies in a character
+    box or the separator, every box is tight around its glyph's ink."""
+    spec = load_region(write_spec(mini_spec_text))
+    plates = render(spec, _sample(spec, 16, seed=3))
+    bg = torch.tensor([0xC8 / 255] * 3)[:, None, None]
+    ink = (plates.images - bg).abs().amax(1) > 1 / 255  # (B, H, W)
+    sep = Renderer(spec).separators[0, 0] > 0  # hyphen mask (H, W)
+    for b in range(16):
+        inside = torch.zeros_like(ink[b])
+        for x0, y0, x1, y1 in plates.char_boxes[b, : plates.lengths[b]].long().tolist():
+            inside[y0:y1, x0:x1] = True
+            glyph = ink[b, y0:y1, x0:x1]
+            rows, cols = glyph.any(1).nonzero(), glyph.any(0).nonzero()
+            # tight: ink touches all four sides of the box
+            assert rows.min() == 0 and rows.max() == y1 - y0 - 1
+            assert cols.min() == 0 and cols.max() == x1 - x0 - 1
+        stray = ink[b] & ~inside & ~sep
+        assert not stray.any(), f"ink outside character boxes at {stray.nonzero()[:3].tolist()}"
+
+
+def test_same_seed_same_plates_different_seed_different():
+    a, b, c = (render("eu_de", _sample("eu_de", 32, s)) for s in (7, 7, 8))
+    assert a.texts == b.texts and torch.equal(a.images, b.images) and torch.equal(a.char_boxes, b.char_boxes)
+    assert a.texts != c.texts
+
+
+@pytest.mark.parametrize("region", ["us", "eu_de", "cn_green"])
+def test_batch_equals_one_by_one(region):
+    batch = _sample(region, 12, seed=5)
+    together = render(region, batch)
+    for i in range(12):
+        one = render(region, batch[i])
+        again = render(region, encode_texts(region, [batch.texts[i]], batch.style[i: i + 1], batch.pattern[i: i + 1]))
+        assert torch.equal(one.images, again.images)
+        assert one.texts == [together.texts[i]]
+        assert torch.allclose(one.images[0], together.images[i], atol=1e-6)
+        assert torch.equal(one.char_boxes[0], together.char_boxes[i])
+
+
+def test_render_plain_strings_and_errors():
+    plates = render("br_mercosur", ["ABC1D23", "XYZ9A99"])
+    assert plates.texts == ["ABC1D23", "XYZ9A99"] and plates.images.shape[0] == 2
+    with pytest.raises(ValueError, match="matches no pattern"):
+        render("br_mercosur", ["ABC-1234"])
+    with pytest.raises(ValueError, match="positive int"):
+        sample_text("us", 0)
+    with pytest.raises(ValueError, match="not made for region"):
+        render("us", _sample("cn_blue", 2))
+
+
+def test_text_sampling_follows_grammar():
+    spec = load_region("cn_green")
+    batch = _sample(spec, 500, seed=1)
+    provinces = spec.class_map["P"].chars
+    for t in batch.texts:
+        assert len(t) == 8 and t[0] in provinces and t[1] in spec.class_map["L"].chars
+        assert t[2] in "DF" or t[7] in "DF"
+    assert len(set(batch.texts)) > 490  # random, not repeating
+
+
+def test_render_cli_writes_plates_outlines_and_sheet(tmp_path):
+    from plateaug.render import main
+
+    assert main(["--region", "br_old", "-n", "3", "--out", str(tmp_path), "--boxes"]) == 0
+    labels = json.loads((tmp_path / "labels.json").read_text(encoding="utf-8"))
+    assert len(labels) == 3 and all(len(r["char_boxes"]) == len(r["text"]) == 7 for r in labels)
+    assert (tmp_path / "br_old_sheet.png").stat().st_size > 1000
+    assert len(list(tmp_path.glob("br_old_0000?.png"))) == 3
+    assert len(list(tmp_path.glob("*_outline.png"))) == 3
+
+
+def test_strings_with_separators_pick_their_pattern():
+    spec = load_region("us")
+    a = encode_texts(spec, ["ABC 123", "123 ABC", "ABC-1234", "ABC123"])
+    assert a.texts == ["ABC123", "123ABC", "ABC1234", "ABC123"]
+    tokens = [" ".join(spec.patterns[int(p)].tokens) for p in a.pattern]
+    assert tokens[:3] == ["L L L _ D D D", "D D D _ L L L", "L L L - D D D D"]
+    with pytest.raises(ValueError, match="matches no pattern"):
+        encode_texts(spec, ["ABC+123"])

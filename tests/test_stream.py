@@ -1,0 +1,185 @@
+"""PlateGANStream: DataLoader use, targets vs pixels, seeding across workers/ranks, errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import kornia.augmentation as K
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from plateaug import PlateGANStream, collate, ctc_targets
+from plateaug.augment import BorderPerspective
+from plateaug.stream import _check_cuda_worker
+
+
+def _digest(img: torch.Tensor) -> str:
+    return hashlib.sha1(img.numpy().tobytes()).hexdigest()
+
+
+def test_sample_mode_through_dataloader():
+    stream = PlateGANStream(generator=None, seed=1, length=10)
+    images, targets = next(iter(DataLoader(stream, batch_size=8, collate_fn=collate)))
+    assert images.shape == (8, 3, 64, 256) and 0 <= images.min() and images.max() <= 1
+    t = targets[0]
+    assert set(t) == {"boxes", "labels", "corners", "text", "label", "char_boxes", "region"}
+    assert t["boxes"].shape == (1, 4) and t["labels"].tolist() == [1] and t["corners"].shape == (1, 4, 2)
+    assert t["char_boxes"].shape == (len(t["text"]), 4)
+    assert "".join(stream.charset[i - 1] for i in t["label"]) == t["text"]
+    labels, lengths = ctc_targets(targets)
+    assert lengths.tolist() == [len(x["text"]) for x in targets] and len(labels) == sum(lengths)
+
+
+def test_batch_mode_and_scene_mode():
+    stream = PlateGANStream(generator=None, seed=2, batch_size=5, mode="scene", image_size=(192, 320))
+    images, targets = next(iter(DataLoader(stream, batch_size=None)))
+    assert images.shape == (5, 3, 192, 320) and len(targets) == 5
+    for t in targets:
+        n = len(t["text"])
+        assert 1 <= n <= 3 and t["boxes"].shape == (n, 4) and t["labels"].tolist() == [1] * n
+        assert len(t["char_boxes"]) == n and len(t["region"]) == n
+        b = t["boxes"]
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= 320).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= 192).all()
+        for cb, text in zip(t["char_boxes"], t["text"]):
+            assert cb.shape == (len(text), 4)
+
+
+NO_SEP_SPEC = """\
+name = "flat"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+[background]
+colors = ["#d0d0d0"]
+[text]
+colors = ["#000000"]
+font = "DejaVuSansCondensed-Bold"
+[classes]
+L = "ABCDEFGHKLMNPRSTUVWXYZ"
+D = "0123456789"
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 34
+gap_mm = 6
+[[patterns]]
+pattern = "L L D D D D"
+"""
+
+
+def test_boxes_enclose_ink_after_perspective_and_affine(write_spec):
+    aug = K.AugmentationSequential(BorderPerspective(0.3, p=1.0), K.RandomAffine(10, translate=(0.05, 0.05),
+                                   scale=(0.8, 1.0), p=1.0, padding_mode="border"),
+                                   data_keys=["input", "keypoints"])
+    stream = PlateGANStream(regions=write_spec(NO_SEP_SPEC), generator=None, augment=aug, seed=3, batch_size=16,
+                            image_size=(64, 192))
+    images, targets = next(iter(stream))
+    bg = 0xD0 / 255
+    for img, t in zip(images, targets):
+        ink = (bg - img.mean(0)) > 0.4  # (H, W) clearly dark pixels
+        inside = torch.zeros_like(ink)
+        for x0, y0, x1, y1 in t["char_boxes"].tolist():
+            xa, ya, xb, yb = int(x0) - 1, int(y0) - 1, int(x1) + 2, int(y1) + 2  # 1 px for resampling
+            inside[max(ya, 0): yb, max(xa, 0): xb] = True
+            assert ink[max(ya, 0): yb, max(xa, 0): xb].any(), "a character box lost its glyph"
+        assert not (ink & ~inside).any(), f"{t['text']}: ink outside the moved boxes"
+        q = t["corners"][0]
+        assert (t["boxes"][0] - torch.cat([q.amin(0), q.amax(0)]).clamp(0, 192)).abs().max() < 64
+
+
+def test_same_seed_same_plates_and_epochs_differ():
+    a = next(iter(PlateGANStream(generator=None, seed=5, batch_size=8, augment="heavy")))
+    b = next(iter(PlateGANStream(generator=None, seed=5, batch_size=8, augment="heavy")))
+    assert torch.equal(a[0], b[0]) and [t["text"] for t in a[1]] == [t["text"] for t in b[1]]
+    s = PlateGANStream(generator=None, seed=5, batch_size=8, augment="heavy")
+    s.set_epoch(1)
+    c = next(iter(s))
+    assert [t["text"] for t in c[1]] != [t["text"] for t in a[1]]
+
+
+def test_two_workers_never_repeat_each_other():
+    stream = PlateGANStream(regions="cn_blue", generator=None, seed=7, length=96, augment="light")
+    loader = DataLoader(stream, batch_size=8, num_workers=2, collate_fn=collate)
+    texts, digests = [], []
+    for images, targets in loader:
+        texts += [t["text"] for t in targets]
+        digests += [_digest(im) for im in images]
+    assert len(texts) == 96, "finite length is split across workers, not repeated"
+    assert len(set(texts)) == 96 and len(set(digests)) == 96
+    again = [t["text"] for _, ts in DataLoader(stream, batch_size=8, num_workers=2, collate_fn=collate) for t in ts]
+    assert sorted(again) == sorted(texts), "same seed, same plates"
+
+
+def test_ranks_get_distinct_streams(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    r0 = [t["text"] for _, t in PlateGANStream(regions="cn_blue", generator=None, seed=9, length=32)]
+    monkeypatch.setenv("RANK", "1")
+    r1 = [t["text"] for _, t in PlateGANStream(regions="cn_blue", generator=None, seed=9, length=32)]
+    assert len(r0) == len(r1) == 32 and not set(r0) & set(r1)
+
+
+def test_callable_generator_gets_the_contract_input():
+    seen = []
+
+    def fake(condition: torch.Tensor) -> torch.Tensor:
+        seen.append(condition.shape)
+        return condition[:, 1:]  # the colour hint, as RGB
+
+    images, _ = next(iter(PlateGANStream(regions="us", generator=fake, augment="none", seed=0, batch_size=4)))
+    assert seen == [(4, 4, 96, 192)] and images.shape == (4, 3, 64, 256)
+
+
+def test_region_weights_and_charset():
+    s = PlateGANStream(regions={"us": 3, "br_mercosur": 1}, generator=None, seed=0, batch_size=64, augment="none")
+    regions = [t["region"] for t in next(iter(s))[1]]
+    assert set(regions) == {"us", "br_mercosur"} and regions.count("us") > regions.count("br_mercosur")
+    assert s.charset == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"regions": "atlantis"}, ValueError, "unknown region"),
+    ({"regions": []}, ValueError, "regions is empty"),
+    ({"regions": {"us": -1}}, ValueError, "weight"),
+    ({"mode": "video"}, ValueError, "mode must be"),
+    ({"length": -5}, ValueError, "length must be a positive int"),
+    ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+    ({"image_size": (64,)}, ValueError, "image_size"),
+    ({"backgrounds": "/nonexistent/backgrounds"}, FileNotFoundError, "backgrounds folder"),
+    ({"generator": "/nonexistent/model.onnx"}, FileNotFoundError, "model.onnx"),
+    ({"augment": "extreme"}, ValueError, "unknown augmentation preset"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"mode": "bad"}, ValueError, "CUDA|mode"),
+])
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PlateGANStream(**{"generator": None, **kwargs})
+
+
+def test_empty_background_folder(tmp_path):
+    with pytest.raises(ValueError, match="holds no images"):
+        PlateGANStream(generator=None, mode="scene", backgrounds=tmp_path)
+
+
+def test_folder_backgrounds_used_and_corrupt_skipped(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (400, 300), (10, 200, 30)).save(tmp_path / "green.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    stream = PlateGANStream(generator=None, mode="scene", backgrounds=tmp_path, seed=0, batch_size=12,
+                            augment="none", image_size=(96, 160), plates_per_scene=(1, 1))
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        images, _ = next(iter(stream))
+    green = torch.tensor([10, 200, 30]) / 255
+    assert torch.allclose(images[:, :, 0, 0], green.expand(12, 3), atol=0.02)
+    (tmp_path / "green.png").unlink()
+    only_broken = PlateGANStream(generator=None, mode="scene", backgrounds=tmp_path, seed=0, batch_size=2)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="could not read enough background images"):
+        next(iter(only_broken))
+
+
+def test_forked_cuda_worker_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    with pytest.raises(RuntimeError, match="num_workers=0.*spawn"):
+        _check_cuda_worker(torch.device("cuda"))
+    _check_cuda_worker(torch.device("cpu"))  # CPU streams are fine in forked workers
