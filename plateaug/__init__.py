@@ -5,6 +5,8 @@ __version__ = "0.1.0"
 
 from .collate import collate, ctc_targets  # noqa: E402
 from .models import create_generator, generator_input  # noqa: E402
+from .onnx_export import ExportReport, ExportVerificationError, export_onnx  # noqa: E402
+from .onnx_runtime import OnnxGenerator  # noqa: E402
 from .outline import Outline, outline  # noqa: E402
 from .renderer import PlateBatch, Renderer, render  # noqa: E402
 from .spec import RegionSpec, RegionSpecError, builtin_regions, load_region  # noqa: E402
@@ -13,7 +15,8 @@ from .text import TextBatch, encode_texts, sample_text  # noqa: E402
 from .torch_generator import TorchGenerator  # noqa: E402
 
 __all__ = [
-    "Outline", "PlateBatch", "PlateGANStream", "RegionSpec", "RegionSpecError", "Renderer", "TextBatch",
-    "TorchGenerator", "builtin_regions", "collate", "create_generator", "ctc_targets", "encode_texts",
-    "generator_input", "load_region", "outline", "render", "sample_text",
+    "ExportReport", "ExportVerificationError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
+    "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
+    "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
+    "render", "sample_text",
 ]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import io
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_write_bytes
+from .spec import FONTS_DIR
+
+
+@lru_cache(maxsize=1)
+def _caption_font() -> ImageFont.FreeTypeFont:
+    """The bundled CJK-capable font, so captions show province characters too."""
+    return ImageFont.truetype(str(FONTS_DIR / "NotoSansSC-Bold.otf"), 10)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -48,11 +59,10 @@ def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, captions: li
                                    outline=(255, 0, 160))
             x += im.width + pad
         if captions:
-            draw.text((pad, y + cell_h + 1), captions[i], fill=(230, 230, 230))
+            draw.text((pad, y + cell_h + 1), captions[i], fill=(230, 230, 230), font=_caption_font())
         y += cell_h + text_h + pad
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())

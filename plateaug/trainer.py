@@ -108,7 +108,8 @@ class Trainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "elapsed_s": self.elapsed, "val_history": self.val_history,
             "canvases": {k: list(v.images.shape[-2:]) for k, v in self.data.train.items()},
-            "training_data": {"folder": str(self.cfg.real), "train": {k: len(v.files) for k, v in self.data.train.items()},
+            "training_data": {"folder": str(self.cfg.real),
+                              "train": {k: len(v.files) for k, v in self.data.train.items()},
                               "val": {k: len(v.files) for k, v in self.data.val.items()},
                               "skipped": len(self.data.skipped)},
         }
@@ -274,7 +275,8 @@ class Trainer:
         return summary
 
 
-def resume(run_dir: str | Path, device: str = "cpu", max_minutes: float | None = None, progress: bool = True) -> Trainer:
+def resume(run_dir: str | Path, device: str = "cpu", max_minutes: float | None = None,
+           progress: bool = True) -> Trainer:
     """Rebuild a Trainer from RUN_DIR/last.pt, exactly where it stopped."""
     ckpt = load_checkpoint(Path(run_dir) / "last.pt")
     c = dict(ckpt["config"])

@@ -1,0 +1,296 @@
+"""OnnxGenerator: matches torch, refuses bad models and inputs, threads, and CUDA IOBinding."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import plateaug.onnx_runtime as onnx_runtime
+from plateaug.models import create_generator
+from plateaug.onnx_export import export_onnx
+from plateaug.onnx_runtime import DEFAULT_MODEL, OnnxGenerator
+from plateaug.renderer import render
+from plateaug.text import sample_text
+from plateaug.torch_generator import TorchGenerator
+
+TOL = {torch.float32: 1e-4, torch.float16: 1e-2}  # max relative error against the fp32 torch model
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def random_generator(seed: int = 1) -> nn.Module:
+    """unet_xs with random weights and non-trivial BatchNorm (affine and running stats), in eval mode."""
+    torch.manual_seed(seed)
+    model = create_generator("unet_xs")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)
+        model.train()
+        for _ in range(2):
+            model(torch.rand(4, 4, 32, 64))
+    return model.eval()
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return random_generator()
+
+
+@pytest.fixture(scope="module")
+def paths(model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[torch.dtype, Path]:
+    """fp32 and fp16 exports of `model` (verified by test_export; not here, to stay fast)."""
+    d = tmp_path_factory.mktemp("onnx")
+    return {torch.float32: export_onnx(model, d / "g.onnx", verify=False).path,
+            torch.float16: export_onnx(model, d / "g_fp16.onnx", fp16=True, verify=False).path}
+
+
+@pytest.fixture(scope="module")
+def gen32(paths: dict[torch.dtype, Path]) -> OnnxGenerator:
+    return OnnxGenerator(paths[torch.float32])
+
+
+def edited(src: Path, dst: Path, **meta: str) -> Path:
+    """A copy of an export with some metadata values replaced (or, with value "", removed)."""
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(meta)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        if v:
+            proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_matches_torch(model: nn.Module, paths: dict[torch.dtype, Path], dtype: torch.dtype) -> None:
+    gen = OnnxGenerator(paths[dtype])
+    assert gen.dtype == dtype and gen.providers == ["CPUExecutionProvider"] and gen.device == torch.device("cpu")
+    rng = torch.Generator().manual_seed(3)
+    for b, h, w in [(1, 64, 192), (3, 96, 256), (8, 32, 64)]:
+        condition = torch.rand((b, 4, h, w), generator=rng)  # (B, 4, H, W) in [0, 1]
+        out = gen(condition)
+        assert out.shape == (b, 3, h, w) and out.dtype == torch.float32 and out.device.type == "cpu"
+        with torch.no_grad():
+            assert rel_err(out, model(condition)) <= TOL[dtype]
+
+
+def test_input_dtypes_layouts_and_no_grad(model: nn.Module, gen32: OnnxGenerator) -> None:
+    condition = torch.rand(2, 4, 32, 48, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(condition.float())
+    assert rel_err(gen32(condition), ref) <= 1e-4  # float64 is cast
+    assert rel_err(gen32(condition.half()), ref) <= 1e-2  # so is float16
+    channels_last = condition.float().contiguous(memory_format=torch.channels_last)
+    assert rel_err(gen32(channels_last), ref) <= 1e-4  # made contiguous before binding
+    wide = torch.rand(2, 4, 32, 96)
+    wide[..., :48] = condition.float()
+    assert rel_err(gen32(wide[..., :48])[..., :16], ref[..., :16]) <= 1e-4  # a strided view
+    out = gen32(condition.float().requires_grad_())
+    assert not out.requires_grad
+    assert gen32(torch.rand(0, 4, 32, 32)).shape == (0, 3, 32, 32)
+
+
+def test_translate_renders(model: nn.Module, gen32: OnnxGenerator) -> None:
+    batch = render("cn_blue", sample_text("cn_blue", 4, torch.Generator().manual_seed(0)))
+    assert batch.images.shape == (4, 3, 64, 208)
+    out = gen32.translate(batch.images)
+    assert out.shape == (4, 3, 64, 208) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    with torch.no_grad():
+        assert rel_err(out, TorchGenerator(model).translate(batch.images)) <= 1e-4
+    plain = render("cn_blue", batch.texts[:2])  # plain strings, as the user would pass them
+    assert gen32.translate(plain.images).shape == (2, 3, 64, 208)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        gen32.translate(batch.images[..., :200])
+
+
+# ---- bad models ---------------------------------------------------------------------------------
+
+def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert DEFAULT_MODEL == Path(onnx_runtime.__file__).resolve().parent.parent / "export" / "plateaug_default.onnx"
+    monkeypatch.setattr(onnx_runtime, "DEFAULT_MODEL", tmp_path / "export" / "plateaug_default.onnx")
+    with pytest.raises(FileNotFoundError, match="plateaug_default.onnx"):
+        OnnxGenerator()
+
+
+def test_missing_truncated_and_junk_files(paths: dict[torch.dtype, Path], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OnnxGenerator(tmp_path / "missing.onnx")
+    data = paths[torch.float32].read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.onnx"):
+        OnnxGenerator(tmp_path / "cut.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"this is not a model")
+    with pytest.raises(ValueError, match="junk.onnx"):
+        OnnxGenerator(tmp_path / "junk.onnx")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice
+def test_wrong_metadata_refused(paths: dict[torch.dtype, Path], tmp_path: Path) -> None:
+    src = paths[torch.float32]
+    with pytest.raises(ValueError, match=r"plateaug.in_channels='3'"):
+        OnnxGenerator(edited(src, tmp_path / "a.onnx", **{"plateaug.in_channels": "3"}))
+    with pytest.raises(ValueError, match="plateaug.channels"):
+        OnnxGenerator(edited(src, tmp_path / "b.onnx", **{"plateaug.channels": "r,g,b,a"}))
+    with pytest.raises(ValueError, match="value range"):
+        OnnxGenerator(edited(src, tmp_path / "c.onnx", **{"plateaug.value_range": "-1,1"}))
+    with pytest.raises(ValueError, match="plateaug.dtype"):
+        OnnxGenerator(edited(src, tmp_path / "d.onnx", **{"plateaug.dtype": "float16"}))
+    with pytest.raises(ValueError, match="not a plateaug generator export"):
+        OnnxGenerator(edited(src, tmp_path / "e.onnx", **{"plateaug.size_multiple": ""}))
+    # a generator whose graph takes 3 channels, with metadata copied from a good export
+    torch.onnx.export(create_generator("unet_xs", in_ch=3).eval(), (torch.rand(1, 3, 32, 32),),
+                      str(tmp_path / "f.onnx"), dynamo=False, input_names=["condition"], output_names=["image"])
+    proto = onnx.load(str(tmp_path / "f.onnx"))
+    proto.metadata_props.extend(onnx.load(str(src)).metadata_props)
+    onnx.save(proto, str(tmp_path / "f.onnx"))
+    with pytest.raises(ValueError, match="graph input shape"):
+        OnnxGenerator(tmp_path / "f.onnx")
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, problem", [
+    (torch.rand(4, 32, 32), "rank 4"),
+    (torch.rand(1, 1, 4, 32, 32), "rank 4"),
+    (torch.rand(2, 3, 32, 32), "4 channels"),
+    (torch.rand(2, 5, 32, 32), "got 5"),
+    (torch.randint(0, 2, (2, 4, 32, 32)), "dtype torch.int64"),
+    (torch.rand(2, 4, 32, 32) > 0.5, "dtype torch.bool"),
+    (torch.rand(2, 4, 60, 32), "60x32 must be a positive multiple of 16"),
+    (torch.rand(2, 4, 32, 8), "32x8 must be a positive multiple of 16"),
+    (torch.rand(2, 4, 32, 32) * 255, r"must lie in \[0, 1\], got min"),
+    (torch.rand(2, 4, 32, 32) - 0.5, r"must lie in \[0, 1\]"),
+    (torch.full((1, 4, 16, 16), float("nan")), r"must lie in \[0, 1\]"),
+    (torch.empty(1, 4, 16, 16, device="meta"), "is on meta"),
+])
+def test_bad_inputs_named(gen32: OnnxGenerator, bad: torch.Tensor, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        gen32(bad)
+
+
+def test_non_tensor_and_range_check_switch(paths: dict[torch.dtype, Path]) -> None:
+    gen = OnnxGenerator(paths[torch.float32], check_range=False)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        gen(torch.rand(1, 4, 16, 16).numpy())
+    assert gen(torch.full((1, 4, 16, 16), 2.0)).shape == (1, 3, 16, 16)  # not checked when switched off
+    with pytest.raises(ValueError, match="'cpu' or 'cuda"):
+        OnnxGenerator(paths[torch.float32], device="meta")
+
+
+# ---- threads ------------------------------------------------------------------------------------
+
+def test_session_options(paths: dict[torch.dtype, Path]) -> None:
+    gen = OnnxGenerator(paths[torch.float32])
+    so = gen.session.get_session_options()
+    assert so.intra_op_num_threads == gen.intra_op_threads == torch.get_num_threads()
+    assert so.inter_op_num_threads == 1
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert OnnxGenerator(paths[torch.float32], threads=3).session.get_session_options().intra_op_num_threads == 3
+
+
+class _ThreadsInWorker(torch.utils.data.IterableDataset):
+    """Builds an OnnxGenerator inside the DataLoader worker and yields its intra-op thread count."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self):
+        gen = OnnxGenerator(self.path)
+        yield torch.tensor([gen.session.get_session_options().intra_op_num_threads, gen.intra_op_threads,
+                            int(gen(torch.rand(1, 4, 16, 16)).shape[1])])
+
+
+def test_one_thread_inside_dataloader_worker(paths: dict[torch.dtype, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)  # the main process would take 7 (inherited by fork)
+    assert OnnxGenerator(paths[torch.float32]).intra_op_threads == 7
+    loader = torch.utils.data.DataLoader(_ThreadsInWorker(paths[torch.float32]), batch_size=None, num_workers=1)
+    (values,) = list(loader)
+    assert values.tolist() == [1, 1, 3]
+
+
+def test_pickles_by_rebuilding(gen32: OnnxGenerator) -> None:
+    copy = pickle.loads(pickle.dumps(gen32))
+    assert copy.session is not gen32.session and copy.path == gen32.path and copy.metadata == gen32.metadata
+    condition = torch.rand(2, 4, 32, 64)
+    assert torch.equal(copy(condition), gen32(condition))
+
+
+def test_cuda_without_cuda_is_a_clear_error(paths: dict[torch.dtype, Path]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        OnnxGenerator(paths[torch.float32], device="cuda")
+
+
+# ---- CUDA ---------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_iobinding_matches_cpu_without_host_copy(paths: dict[torch.dtype, Path], dtype: torch.dtype) -> None:
+    cpu_gen = OnnxGenerator(paths[dtype])
+    gen = OnnxGenerator(paths[dtype], device="cuda")
+    assert "CUDAExecutionProvider" in gen.providers and gen.device.type == "cuda"
+    bound = []
+    bind = gen._bind
+    gen._bind = lambda x, out, *a: bound.append(out) or bind(x, out, *a)  # record the preallocated output
+    condition = torch.rand(3, 4, 64, 192)
+    ref = cpu_gen(condition)
+    x = condition.to(gen.device, dtype)
+    gen(x)  # warm-up: ORT allocates and picks kernels on the first run
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any torch host sync or device->host copy now raises
+    try:
+        out = gen(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device == gen.device and out.dtype == torch.float32
+    if dtype == torch.float32:
+        assert out.data_ptr() == bound[-1].data_ptr()  # ORT wrote straight into the tensor we return
+    assert rel_err(out.cpu(), ref) <= TOL[dtype]
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("synchronize", [True, False])
+@pytest.mark.parametrize("side_stream", [False, True])
+def test_cuda_stream_hand_off(model: nn.Module, paths: dict[torch.dtype, Path], synchronize: bool,
+                              side_stream: bool) -> None:
+    """Input written by a slow kernel on torch's current stream right before the call, output read
+    right after on that stream, no synchronize in between: ORT must order itself between them."""
+    gen = OnnxGenerator(paths[torch.float32], device="cuda", synchronize=synchronize)
+    condition = torch.rand(16, 4, 64, 256)
+    with torch.no_grad():
+        ref = model(condition)
+    src = condition.cuda()
+    gen(src)  # warm-up
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream() if side_stream else torch.cuda.current_stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            x = torch.zeros_like(src)
+            torch.cuda._sleep(20_000_000)  # keep the current stream busy so x is written late
+            x.copy_(src)
+            out = gen(x)
+            del x  # freed while ORT may still be reading it: record_stream keeps the memory
+            result = out * 1.0  # read on the current stream, no synchronize
+            torch.cuda._sleep(5_000_000)
+            out.zero_()  # must not race ORT's write either
+    torch.cuda.synchronize()
+    assert rel_err(result.cpu(), ref) <= 1e-4
