@@ -46,3 +46,14 @@ def generator_checkpoint(model: torch.nn.Module, name: str = "custom", canvases:
                                                        "state_dict": state, "ema_state_dict": state},
             "canvases": canvases or {}, "training_data": training_data or {}, "val_history": [],
             "global_step": 0, "elapsed_s": 0.0}
+
+
+def slim_checkpoint(ckpt: dict) -> dict:
+    """Just what inference needs from a training checkpoint: the generator's EMA weights (as both
+    weight sets), its config, canvases, training data and validation history."""
+    g = ckpt["generator"]
+    weights = {k: v.detach().clone() for k, v in g["ema_state_dict"].items()}
+    keep = {k: ckpt[k] for k in ("canvases", "training_data", "val_history", "global_step", "elapsed_s", "config")
+            if k in ckpt}
+    return {"format": FORMAT, **keep, "generator": {"name": g["name"], "config": dict(g["config"]),
+                                                  "state_dict": weights, "ema_state_dict": weights}}

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .checkpoint import atomic_save, load_checkpoint, slim_checkpoint
 from .onnx_export import ExportReport, ExportVerificationError, export_onnx
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true", help="float16 weights, input and output")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch check")
+    parser.add_argument("--torch-out", help="also write a slim generator-only checkpoint (.pt) for TorchGenerator")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.fp16)
     try:
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
     print(describe(report))
+    if args.torch_out:
+        slim = atomic_save(slim_checkpoint(load_checkpoint(args.checkpoint)), args.torch_out)
+        print(f"wrote {slim} (generator EMA weights, {slim.stat().st_size / 2**20:.2f} MiB)")
     return 0
 
 

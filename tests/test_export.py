@@ -212,3 +212,14 @@ def test_dynamo_fallback(model: nn.Module, tmp_path: Path, monkeypatch: pytest.M
     assert report.exporter == "dynamo" and report.rel_err <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["d.onnx"]  # one self-contained file, no .data beside it
     assert OnnxGenerator(report.path).metadata["plateaug.exporter"] == "dynamo"
+
+
+def test_cli_torch_out_writes_a_slim_checkpoint(model: nn.Module, ckpt_path: Path, tmp_path: Path) -> None:
+    slim = tmp_path / "slim.pt"
+    assert main([str(ckpt_path), "--out", str(tmp_path / "g.onnx"), "--torch-out", str(slim)]) == 0
+    gen = plateaug.TorchGenerator(slim)
+    x = torch.rand(2, 4, 32, 64)
+    with torch.no_grad():
+        assert torch.allclose(gen(x), model(x), atol=1e-6)
+    loaded = torch.load(slim, weights_only=False)
+    assert "opt_g" not in loaded and loaded["canvases"] == CANVASES
