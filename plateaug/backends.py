@@ -4,14 +4,23 @@ as any callable."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-EXPORT_DIR = Path(__file__).resolve().parent.parent / "export"
-DEFAULT_ONNX = EXPORT_DIR / "plateaug_default.onnx"
-DEFAULT_CHECKPOINT = EXPORT_DIR / "plateaug_default.pt"
+
+def shipped(name: str) -> Path:
+    """A file of the top-level export/ folder: next to the package in a checkout or editable
+    install, or under <prefix>/share/plateaug/export after a regular `pip install .`."""
+    candidates = [Path(__file__).resolve().parent.parent / "export" / name,
+                  Path(sys.prefix) / "share" / "plateaug" / "export" / name]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+DEFAULT_ONNX = shipped("plateaug_default.onnx")
+DEFAULT_CHECKPOINT = shipped("plateaug_default.pt")
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 

@@ -12,18 +12,21 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from . import seeding
 from .sheet import contact_sheet
 from .spec import builtin_regions
 from .stream import PlateGANStream
-from .writers import FORMATS, DatasetWriter
+from .writers import FORMATS, DatasetWriter, item_name
 
 
 def _size(s: str) -> tuple[int, int]:
@@ -58,7 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--n must be >= 1, got {args.n}")
     if args.batch_size < 1:
         ap.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    rank, world = seeding.rank_and_world()
+    try:
+        rank, world = seeding.rank_and_world()
+        args.device = str(torch.device(args.device))
+    except (ValueError, RuntimeError) as e:
+        ap.error(str(e))
     args.shards = world if args.shards is None else args.shards
     args.shard = rank if args.shard is None else args.shard
     if args.shards < 1 or not 0 <= args.shard < args.shards:
@@ -114,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
     written = writer.finalize(args.n)
-    if 0 in _items(mine[0], args) if mine else False:
-        _preview(args.out, writer, min(args.n, 16))
+    if written:  # whichever shard completes the dataset draws the preview
+        _preview(args.out, min(args.n, 16))
     print(f"shard {args.shard}/{args.shards}: {total_items} items in {args.out}"
           + (f"; index: {', '.join(str(p.name) for p in written)}" if written else
              "; dataset index is written when every shard has finished"))
@@ -126,17 +133,13 @@ def _items(batch: int, args: argparse.Namespace) -> list[int]:
     return list(range(batch * args.batch_size, min((batch + 1) * args.batch_size, args.n)))
 
 
-def _preview(out: Path, writer: DatasetWriter, n: int) -> None:
+def _preview(out: Path, n: int) -> None:
     """preview.png: the first images with their plate and character boxes drawn."""
-    import json
-
-    from PIL import Image
-
     rows, boxes, caps = [], [], []
     for i in range(n):
-        meta = json.loads((out / "meta" / f"{i:08d}.json").read_text(encoding="utf-8"))
+        meta = json.loads((out / "meta" / f"{item_name(i)}.json").read_text(encoding="utf-8"))
         with Image.open(out / meta["file"]) as im:
-            arr = torch.from_numpy(__import__("numpy").asarray(im.convert("RGB")).copy()).permute(2, 0, 1) / 255.0
+            arr = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1) / 255.0
         rows.append([arr])
         boxes.append(torch.tensor([p["box"] for p in meta["plates"]] +
                                   [cb for p in meta["plates"] for cb in p["char_boxes"]]))

@@ -12,9 +12,10 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from .backends import DEFAULT_ONNX
 from .models.contract import CHANNELS, IN_CHANNELS, OUT_CHANNELS, VALUE_RANGE, check_images, generator_input
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "export" / "plateaug_default.onnx"
+DEFAULT_MODEL = DEFAULT_ONNX
 TRT_CACHE = Path.home() / ".cache" / "plateaug" / "tensorrt"  # TensorRT engines, built once per model and shape
 RANGE_SLACK = 1e-3  # float rounding allowed outside VALUE_RANGE before an input is refused
 _REQUIRED = ("plateaug.in_channels", "plateaug.channels", "plateaug.value_range", "plateaug.size_multiple",

@@ -48,12 +48,15 @@ def read_labels(folder: Path, labels: Path | None) -> list[tuple[str, str, str]]
     if labels is not None:
         if not labels.exists():
             raise FileNotFoundError(f"labels file {labels} does not exist")
-        with open(labels, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "file" not in reader.fieldnames:
-                raise ValueError(f"{labels}: needs a header with at least a 'file' column "
-                                 f"(file,region,text), got {reader.fieldnames}")
-            return [(r["file"], r.get("region") or "", r.get("text") or "") for r in reader]
+        try:
+            with open(labels, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" BOM
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or "file" not in reader.fieldnames:
+                    raise ValueError(f"{labels}: needs a header with at least a 'file' column "
+                                     f"(file,region,text), got {reader.fieldnames}")
+                return [(r["file"], r.get("region") or "", r.get("text") or "") for r in reader]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{labels} is not UTF-8 text ({e}); save it as UTF-8") from None
     rows = [(str(p.relative_to(folder)), p.parent.name if p.parent != folder else "", "")
             for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     return rows

@@ -8,6 +8,7 @@ raises `RegionSpecError(file, key, reason)` so a user sees one clear message.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -182,6 +183,10 @@ class _Parser:
         if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
             names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
             raise self.fail(full, f"expected {names}, got {type(value).__name__} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            if value == -math.inf:
+                raise self.fail(full, f"must be > 0, got {value}")
+            raise self.fail(full, f"must be a finite number, got {value}")
         return value
 
     def positive(self, table: dict, key: str, where: str, default: Any = ...) -> float:
@@ -195,8 +200,9 @@ class _Parser:
         v = self.get(table, key, where, list, default)
         if v is None:
             return None
-        if len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise self.fail(full, f"expected a list of {n} numbers, got {v!r}")
+        if len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                  for x in v):
+            raise self.fail(full, f"expected a list of {n} numbers (finite), got {v!r}")
         return tuple(float(x) for x in v)
 
     def color(self, value: Any, key: str) -> str:

@@ -4,6 +4,7 @@ labels carried through every step."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,28 +79,29 @@ class PlateGANStream(IterableDataset):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        size = tuple(image_size) if image_size is not None else DEFAULT_SIZE[mode]
-        if len(size) != 2 or not all(isinstance(v, int) and v >= 8 for v in size):
+        size = image_size if image_size is not None else DEFAULT_SIZE[mode]
+        if not _int_pair(size) or min(size) < 8:
             raise ValueError(f"image_size must be (H, W) with ints >= 8, got {image_size!r}")
-        self.image_size = size
+        self.image_size = tuple(size)
         for name, v in (("batch_size", batch_size), ("length", length)):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
         if not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        lo, hi = plates_per_scene
-        if not 1 <= lo <= hi <= 8:
+        if not _int_pair(plates_per_scene) or not 1 <= plates_per_scene[0] <= plates_per_scene[1] <= 8:
             raise ValueError(f"plates_per_scene must be (min, max) with 1 <= min <= max <= 8, got {plates_per_scene!r}")
-        self.plates_per_scene = (lo, hi)
+        self.plates_per_scene = tuple(plates_per_scene)
         self.batch_size, self.length, self.chunk = batch_size, length, chunk
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device {device!r} is not a torch device ({e})") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
-        self.seed = seeding.fresh_seed() if seed is None else int(seed)
-        self.generator = generator
-        if isinstance(generator, (str, Path)) and str(generator) not in ("onnx", "torch", "none"):
-            if not Path(generator).is_file():
-                raise FileNotFoundError(f"generator model {generator} does not exist")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.seed = seeding.fresh_seed() if seed is None else seed
+        self.generator = _check_generator(generator)
         self.augment = resolve(augment)
         self.backgrounds = FolderBackgrounds(backgrounds) if backgrounds is not None else None
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
@@ -259,12 +261,34 @@ class PlateGANStream(IterableDataset):
         return out
 
 
+def _int_pair(v) -> bool:
+    return isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 for x in v)
+
+
+def _check_generator(generator):
+    """Validate the generator argument up front (the backend itself is built lazily, per worker)."""
+    if generator is None or callable(generator) or generator in ("onnx", "torch", "none"):
+        return generator
+    if not isinstance(generator, (str, Path)):
+        raise TypeError(f"generator must be 'onnx', 'torch', 'none', a model path or a callable, "
+                        f"got {type(generator).__name__}")
+    if not Path(generator).is_file():
+        raise FileNotFoundError(f"generator model {generator} does not exist")
+    if Path(generator).suffix not in (".onnx", ".pt", ".pth"):
+        raise ValueError(f"generator must be 'onnx', 'torch', 'none', a path to an .onnx or .pt file, or a "
+                         f"callable; got {generator!r}")
+    return generator
+
+
 def _resolve_regions(regions) -> tuple[list[RegionSpec], torch.Tensor]:
     """None -> every shipped region, equal weights; a name/path; a list; or {name: weight}."""
     if regions is None:
         regions = builtin_regions()
     if isinstance(regions, (str, Path, RegionSpec)):
         regions = [regions]
+    if not isinstance(regions, (list, tuple, dict)):
+        raise TypeError(f"regions must be a name, a path, a list or a {{name: weight}} dict, got {regions!r}")
     if isinstance(regions, dict):
         items = list(regions.items())
     else:
@@ -273,7 +297,7 @@ def _resolve_regions(regions) -> tuple[list[RegionSpec], torch.Tensor]:
         raise ValueError("regions is empty: name at least one region")
     specs, weights = [], []
     for r, w in items:
-        if not isinstance(w, (int, float)) or w <= 0:
+        if not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
             raise ValueError(f"region weight for {r!r} must be > 0, got {w!r}")
         specs.append(load_region(r))
         weights.append(float(w))

@@ -53,8 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"--device {args.device}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    if not 0 <= args.val_percent <= 100:
+        ap.error(f"--val-percent must be in [0, 100], got {args.val_percent}")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     try:
         if args.resume:
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)
         summary = trainer.run()
     except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an --out that is a file, disk full, permissions: the last checkpoint stays intact
         print(f"error: {e}", file=sys.stderr)
         return 2
     short = {k: v for k, v in summary.items() if k != "skipped_files"}

@@ -132,8 +132,7 @@ class Trainer:
         """Drop log lines written after the checkpoint we resume from (the run was killed)."""
         log = self.out / "log.jsonl"
         if log.exists():
-            keep = [ln for ln in log.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["global_step"] <= self.global_step]
+            keep = [ln for ln in log.read_text().splitlines() if _step_of(ln) <= self.global_step]
             tmp = log.with_suffix(".tmp")
             tmp.write_text("".join(ln + "\n" for ln in keep))
             os.replace(tmp, log)
@@ -258,6 +257,7 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 log.flush()
+                os.fsync(log.fileno())  # the log holds every step up to the checkpoint
                 self.save()
         finally:
             log.close()
@@ -273,6 +273,15 @@ class Trainer:
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+
+def _step_of(line: str) -> float:
+    """The global step of a log line; a torn or foreign line (a kill mid-write) counts as after
+    every checkpoint, so resume drops it."""
+    try:
+        return json.loads(line)["global_step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def resume(run_dir: str | Path, device: str = "cpu", max_minutes: float | None = None,
