@@ -72,8 +72,8 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
             if min(im.width, im.height) < 4:
                 raise ValueError(f"image is {im.width}x{im.height}, too small to be a plate crop")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray((arr * (255.0 / max(arr.max(), 1.0))).astype(np.uint8))
+                arr = np.asarray(im, dtype=np.float64).clip(0, 65535)  # 16-bit range -> 8 bits, brightness kept
+                im = Image.fromarray((arr / 257.0).round().astype(np.uint8))
             im = im.convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:

@@ -143,13 +143,15 @@ def load_region(name_or_path: str | Path | RegionSpec) -> RegionSpec:
                 f"({', '.join(builtin_regions())}) and not a path to a .toml spec"
             )
         path = candidate
-    return _load_path(path.resolve())
+    path = path.resolve()
+    if not path.is_file():
+        raise RegionSpecError(path, "-", "file not found")
+    st = path.stat()
+    return _load_path(path, st.st_mtime_ns, st.st_size)  # an edited spec is parsed again
 
 
 @lru_cache(maxsize=64)
-def _load_path(path: Path) -> RegionSpec:
-    if not path.exists():
-        raise RegionSpecError(path, "-", "file not found")
+def _load_path(path: Path, mtime_ns: int = 0, size: int = 0) -> RegionSpec:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
