@@ -14,6 +14,9 @@ from .spec import RegionSpec, load_region
 from .text import TextBatch, encode_texts, grammar
 
 
+CPU_CHUNK = 32  # plates composed at a time on the CPU
+
+
 @dataclass(frozen=True)
 class PlateBatch:
     """Rendered plates with their labels; carried through outline, generator and augmentation."""
@@ -79,18 +82,27 @@ class Renderer:
         S = batch.local.shape[1]
         valid = torch.arange(S, device=dev)[None] < batch.lengths.to(dev)[:, None]  # (B, S)
         gid = (self.glyphs.base[pattern] + batch.local.to(dev)) * valid  # (B, S) atlas entry, 0 = blank
-        y0, y1 = self.text_rows
-        ink = self._ink(batch.pattern, gid)[:, :, y0:y1]  # (B, 1, h, W) coverage of the text rows
-        img = self.backgrounds[style[:, 0]]  # (B, 3, H, W), a fresh tensor
-        for band, b0, b1, masks, color in self.overlays:
-            img[:, :, b0:b1].lerp_(color, masks[style[:, 2 + band]])
-        tc = self.text_colors[style[:, 1]][:, :, None, None]  # (B, 3, 1, 1)
-        img[:, :, y0:y1].lerp_(tc, ink)
+        img = torch.empty(B, 3, H, W, device=dev)
+        # on the CPU, compose in cache-sized chunks (about 2x faster at B=512); one chunk on a GPU
+        step = CPU_CHUNK if dev.type == "cpu" else B
+        for s in range(0, B, step):
+            e = min(s + step, B)
+            self._compose(img[s:e], batch.pattern[s:e], gid[s:e], style[s:e])
         boxes = self.glyphs.ink_boxes[gid] + self.origins[pattern].repeat(1, 1, 2)  # (B, S, 4)
         boxes = boxes * valid[..., None]
         return PlateBatch(images=img, texts=list(batch.texts), char_boxes=boxes,
                           lengths=batch.lengths.to(dev), corners=self.corners.expand(B, 4, 2).clone(),
                           region=spec.name)
+
+    def _compose(self, img: torch.Tensor, pattern: torch.Tensor, gid: torch.Tensor, style: torch.Tensor) -> None:
+        """Fill img (b, 3, H, W) in place: background, band texts, then the text ink."""
+        y0, y1 = self.text_rows
+        ink = self._ink(pattern, gid)[:, :, y0:y1]  # (b, 1, h, W) coverage of the text rows
+        torch.index_select(self.backgrounds, 0, style[:, 0], out=img)
+        for band, b0, b1, masks, color in self.overlays:
+            img[:, :, b0:b1].lerp_(color, masks[style[:, 2 + band]])
+        tc = self.text_colors[style[:, 1]][:, :, None, None]  # (b, 3, 1, 1)
+        img[:, :, y0:y1].lerp_(tc, ink)
 
     def _ink(self, pattern: torch.Tensor, gid: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) glyph + separator coverage. Plates are grouped by pattern (one sort on
