@@ -83,6 +83,9 @@ class OnnxGenerator:
         so.intra_op_num_threads = self.intra_op_threads
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # memory patterns are cached per input shape; the stream's shapes vary (region, chunk), so
+        # the cache would keep growing with every new shape
+        so.enable_mem_pattern = False
         return so
 
     def _cuda_setup(self, providers: list[str | tuple[str, dict]] | None) -> list[tuple[str, dict]]:

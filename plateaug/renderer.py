@@ -13,7 +13,6 @@ from .layers import background_layers, band_overlays, rgb, separator_masks
 from .spec import RegionSpec, load_region
 from .text import TextBatch, encode_texts, grammar
 
-
 CPU_CHUNK = 32  # plates composed at a time on the CPU
 
 

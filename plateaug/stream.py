@@ -29,6 +29,7 @@ MODES = ("crop", "scene")
 DEFAULT_SIZE = {"crop": (64, 256), "scene": (384, 640)}
 TEXTURE = (96, 288)  # plates are resampled to this before being warped into scenes
 PLATE_LABEL = 1  # detection class id of "licence plate" (0 is background)
+CPU_CHUNK = 32  # plates per generator call on the CPU
 
 
 @dataclass
@@ -177,11 +178,8 @@ class PlateGANStream(IterableDataset):
             if k == 0:
                 continue
             plates = render(spec, sample_text(spec, k, g), self.device)
-            img = plates.images  # (k, 3, h, w)
-            if backend is not None:
-                img = backend(generator_input(img)).to(self.device, torch.float32)
-            h, w = img.shape[-2:]
-            img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+            h, w = plates.images.shape[-2:]
+            img = torch.cat([self._translate(c, backend, size) for c in plates.images.split(self._step)])
             scale = torch.tensor([size[1] / w, size[0] / h] * 2, device=self.device)
             cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
             images.append(img.clamp(0, 1))
@@ -195,6 +193,17 @@ class PlateGANStream(IterableDataset):
         p = perm.tolist()
         return (images, boxes, [texts[i] for i in p], [regions[i] for i in p],
                 torch.tensor(aspects)[perm])
+
+    @property
+    def _step(self) -> int:
+        """Plates per generator call: cache-sized chunks on the CPU (measured faster at B >= 128),
+        the whole region batch on a GPU."""
+        return CPU_CHUNK if self.device.type == "cpu" else 1 << 30
+
+    def _translate(self, clean: torch.Tensor, backend: Backend | None, size: tuple[int, int]) -> torch.Tensor:
+        """Clean renders (k, 3, h, w) -> generated plates resized to `size`, (k, 3, *size)."""
+        img = clean if backend is None else backend(generator_input(clean)).to(self.device, torch.float32)
+        return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def _crops(self, n: int, g: torch.Generator, seed: int) -> Batch:
         H, W = self.image_size
