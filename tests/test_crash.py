@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import make_real
 from PIL import Image
 
-from plateaug import render, sample_text
 from plateaug.checkpoint import load_checkpoint
 from plateaug.generate import main as generate_main
 from plateaug.train import main as train_main
@@ -116,26 +116,6 @@ def test_generate_killed_then_resumed_equals_uninterrupted(tmp_path):
 
 TRAIN_ARGS = ["--generator", "unet_xs", "--epochs", "3", "--batch-size", "4", "--min-per-group", "8",
               "--canvas", "br=32x96", "--canvas", "us=48x96", "--threads", "1", "--no-progress"]
-
-
-def make_real(folder: Path) -> Path:
-    """A folder like ../shared/data/real-plates: noisy renders saved as crops, labels.csv, one
-    corrupt file (skipped and counted)."""
-    g = torch.Generator().manual_seed(0)
-    rows = ["file,region,text,source"]
-    for region, spec, n in (("br", "br_old", 10), ("us", "us", 8)):
-        (folder / region).mkdir(parents=True)
-        plates = render(spec, sample_text(spec, n, g))
-        noisy = (plates.images + 0.05 * torch.randn(plates.images.shape, generator=g)).clamp(0, 1)
-        for i, (img, text) in enumerate(zip(noisy, plates.texts)):
-            name = f"{region}/{region}{i:02d}.{'png' if i % 2 else 'jpg'}"
-            arr = (img.permute(1, 2, 0) * 255).byte().numpy()
-            Image.fromarray(arr).resize((150, 50) if region == "br" else (120, 60)).save(folder / name)
-            rows.append(f"{name},{region},{text},fixture")
-    (folder / "br" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    rows.append("br/broken.jpg,br,ABC1234,fixture")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 def _log(run: Path) -> list[dict]:

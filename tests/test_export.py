@@ -10,33 +10,18 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from fixtures import random_generator
 from torch import nn
 
 import plateaug
 import plateaug.onnx_export as onnx_export
 from plateaug.checkpoint import atomic_save, generator_checkpoint
 from plateaug.export import default_out, main
-from plateaug.models import create_generator
 from plateaug.onnx_export import ExportVerificationError, export_onnx
 from plateaug.onnx_runtime import OnnxGenerator
 
 CANVASES = {"cn_blue": [64, 208], "eu": [64, 256]}
 TRAINING_DATA = {"real_crops": 123, "source": "unit-test"}
-
-
-def random_generator(seed: int = 0) -> nn.Module:
-    """unet_xs with random weights and non-trivial BatchNorm (affine and running stats), in eval mode."""
-    torch.manual_seed(seed)
-    model = create_generator("unet_xs")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-        model.train()
-        for _ in range(2):
-            model(torch.rand(4, 4, 32, 64))
-    return model.eval()
 
 
 def torch_close(got: torch.Tensor, ref: torch.Tensor, rel: float) -> float:

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from fixtures import random_generator
 from torch import nn
 
 import plateaug.onnx_runtime as onnx_runtime
@@ -21,21 +22,6 @@ from plateaug.torch_generator import TorchGenerator
 
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2}  # max relative error against the fp32 torch model
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def random_generator(seed: int = 1) -> nn.Module:
-    """unet_xs with random weights and non-trivial BatchNorm (affine and running stats), in eval mode."""
-    torch.manual_seed(seed)
-    model = create_generator("unet_xs")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-        model.train()
-        for _ in range(2):
-            model(torch.rand(4, 4, 32, 64))
-    return model.eval()
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:

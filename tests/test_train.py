@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from PIL import Image
+from fixtures import make_real
 
-from plateaug import TorchGenerator, render, sample_text
+from plateaug import TorchGenerator, render
 from plateaug.checkpoint import load_checkpoint
 from plateaug.train import main
 
@@ -19,25 +19,7 @@ TINY = ["--generator", "unet_xs", "--epochs", "2", "--batch-size", "4", "--min-p
 
 @pytest.fixture
 def real_dir(tmp_path):
-    """A folder like ../shared/data/real-plates: noisy renders as 'real' crops, a labels.csv,
-    one corrupt JPEG and one unreadable row."""
-    folder = tmp_path / "real"
-    g = torch.Generator().manual_seed(0)
-    rows = ["file,region,text,source"]
-    for region, spec, n in (("br", "br_old", 10), ("us", "us", 8)):
-        (folder / region).mkdir(parents=True)
-        plates = render(spec, sample_text(spec, n, g))
-        noisy = (plates.images + 0.05 * torch.randn(plates.images.shape, generator=g)).clamp(0, 1)
-        for i, (img, text) in enumerate(zip(noisy, plates.texts)):
-            arr = (img.permute(1, 2, 0) * 255).byte().numpy()
-            name = f"{region}/{region}{i:02d}.{'png' if i % 2 else 'jpg'}"
-            Image.fromarray(arr).resize((150, 50) if region == "br" else (120, 60)).save(folder / name)
-            rows.append(f"{name},{region},{text},fixture")
-    (folder / "br" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    rows.append("br/broken.jpg,br,ABC1234,fixture")
-    rows.append("br/missing.jpg,br,ABC1235,fixture")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    return make_real(tmp_path / "real", missing_row=True)
 
 
 def test_tiny_training_run_checkpoints_and_skips_corrupt(real_dir, tmp_path, capsys):
