@@ -82,4 +82,3 @@ class GlyphAtlas:
         self.atlas = torch.from_numpy(atlas).to(self.device)  # (N+1, Hc, Wc)
         self.ink_boxes = torch.from_numpy(boxes).to(self.device)  # (N+1, 4)
         self.base = base.to(self.device)  # (A, S)
-        self.n_glyphs = len(cells) - 1

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                        "corners": plates.corners[i].tolist()})
     (args.out / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1), encoding="utf-8")
     sheet = contact_sheet([[plates.images[i], edges[i]] for i in range(args.n)],
-                          args.out / f"{spec.name}_sheet.png", captions=[t for t in plates.texts],
+                          args.out / f"{spec.name}_sheet.png", captions=plates.texts,
                           boxes=list(plates.char_boxes) if args.boxes else None)
     print(f"wrote {args.n} plates, outlines and {sheet}")
     return 0

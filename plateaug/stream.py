@@ -256,10 +256,8 @@ class PlateGANStream(IterableDataset):
                     "corners": corners[i: i + 1].clone(), "text": text, "label": self.encode(text),
                     "char_boxes": char_boxes[i, : lengths[i]].clone(), "region": batch.regions[i]}, (H, W)))
             return out
-        owner = cpu(batch.owner).tolist()
-        starts = [0]
-        for b in range(1, len(batch.images) + 1):
-            starts.append(starts[-1] + owner.count(b - 1))
+        counts = torch.bincount(cpu(batch.owner), minlength=len(batch.images))  # plates per scene
+        starts = [0] + counts.cumsum(0).tolist()
         for b in range(len(batch.images)):
             s, e = starts[b], starts[b + 1]
             out.append(wrap_boxes({
