@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
 from common import machine, median_seconds, write_json  # noqa: E402
 
+from plateaug.generator.onnx_export import export_onnx  # noqa: E402
+from plateaug.generator.onnx_runtime import DEFAULT_MODEL, OnnxGenerator  # noqa: E402
+from plateaug.generator.torch_generator import generator_from_checkpoint  # noqa: E402
 from plateaug.models import create_generator  # noqa: E402
-from plateaug.onnx_export import export_onnx  # noqa: E402
-from plateaug.onnx_runtime import DEFAULT_MODEL, OnnxGenerator  # noqa: E402
-from plateaug.torch_generator import generator_from_checkpoint  # noqa: E402
 
 REPEATS = {1: 20, 32: 5, 256: 3}  # fewer repeats for big batches keeps the default run under ~3 minutes
 Backend = tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]  # (name, device, condition -> image)

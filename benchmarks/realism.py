@@ -16,7 +16,7 @@ Sources (all rendered by PlateGANStream at image_size 32x128, same seed, so the 
     gan+aug  the generator + the stream's "light" preset (mild perspective/affine, blur, colour,
              noise): the stream's default configuration (--gan-aug heavy for the heavy preset)
 
-Held-out real data: only crops in the generator's validation split (plateaug.realdata.
+Held-out real data: only crops in the generator's validation split (plateaug.training.realdata.
 is_validation, 25 percent by file-name hash: the split the trainer used) are recognition test
 crops and C2ST test crops. The C2ST classifier trains on the region's training-split real crops
 (which the generator saw; the classifier's own test is still held out from both) against as
@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
 from common import machine, write_json  # noqa: E402
 
-from plateaug.backends import DEFAULT_ONNX  # noqa: E402
+from plateaug.generator.backends import DEFAULT_ONNX  # noqa: E402
 from plateaug.models.crnn import CRNN, greedy_decode  # noqa: E402
-from plateaug.realdata import load_real  # noqa: E402
-from plateaug.spec import load_region  # noqa: E402
-from plateaug.stream import PlateGANStream  # noqa: E402
+from plateaug.renderer.spec_loader import load_region  # noqa: E402
+from plateaug.stream.dataset import PlateGANStream  # noqa: E402
+from plateaug.training.realdata import load_real  # noqa: E402
 
 DEFAULT_REAL = ROOT.parent / "shared" / "data" / "real-plates"
 SIZE = (32, 128)  # (H, W) of every crop, synthetic and real
@@ -244,7 +244,7 @@ def c2st(real_train: torch.Tensor, real_val: torch.Tensor, synth: torch.Tensor, 
 
 def run(real_dir: Path, regions: list[str], s: Settings, onnx: Path) -> dict:
     """All regions x sources: accuracy rows, C2ST rows and a printed table; returns the JSON payload."""
-    from plateaug.onnx_runtime import OnnxGenerator
+    from plateaug.generator.onnx_runtime import OnnxGenerator
 
     t0 = time.perf_counter()
     generator = OnnxGenerator(onnx, threads=torch.get_num_threads())  # one session shared by every stream

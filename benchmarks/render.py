@@ -17,9 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_seconds, write_json  # noqa: E402
 from seed_baseline import SeedRenderer, canny, canny_backend  # noqa: E402
 
-from plateaug import outline, render, sample_text  # noqa: E402
-from plateaug.renderer import get_renderer  # noqa: E402
-from plateaug.spec import load_region  # noqa: E402
+from plateaug import (
+    outline,  # noqa: E402
+    render,
+    sample_text,
+)
+from plateaug.renderer.draw import get_renderer  # noqa: E402
+from plateaug.renderer.spec_loader import load_region  # noqa: E402
 
 
 def bench_region(region: str, device: str, batches: list[int], repeats: int) -> list[dict]:

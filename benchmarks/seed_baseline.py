@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from plateaug.spec import FONTS_DIR
+from plateaug.renderer.spec import FONTS_DIR
 
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 ALNUM = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"

@@ -19,7 +19,10 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_json  # noqa: E402
 
-from plateaug import PlateGANStream, collate  # noqa: E402
+from plateaug import (
+    PlateGANStream,  # noqa: E402
+    collate,
+)
 
 
 def peak_rss_mb() -> tuple[float, float]:

@@ -39,17 +39,17 @@ sys.path.insert(1, str(ROOT))
 from common import machine, median_seconds, write_json  # noqa: E402
 from seed_baseline import SeedRenderer, canny, canny_backend, seed_pipeline, unet_256  # noqa: E402
 
-from plateaug.augment import augment as apply_augment  # noqa: E402
-from plateaug.augment import resolve  # noqa: E402
-from plateaug.backends import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa: E402
+from plateaug.generator.backends import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa: E402
+from plateaug.generator.onnx_export import export_onnx  # noqa: E402
+from plateaug.generator.onnx_runtime import OnnxGenerator  # noqa: E402
+from plateaug.generator.torch_generator import generator_from_checkpoint  # noqa: E402
 from plateaug.models import generator_input  # noqa: E402
-from plateaug.onnx_export import export_onnx  # noqa: E402
-from plateaug.onnx_runtime import OnnxGenerator  # noqa: E402
-from plateaug.renderer import get_renderer, render  # noqa: E402
-from plateaug.spec import load_region  # noqa: E402
-from plateaug.stream import DEFAULT_SIZE, PlateGANStream  # noqa: E402
-from plateaug.text import sample_text  # noqa: E402
-from plateaug.torch_generator import generator_from_checkpoint  # noqa: E402
+from plateaug.renderer.draw import get_renderer, render  # noqa: E402
+from plateaug.renderer.spec_loader import load_region  # noqa: E402
+from plateaug.renderer.text import sample_text  # noqa: E402
+from plateaug.stream.augment import augment as apply_augment  # noqa: E402
+from plateaug.stream.augment import resolve  # noqa: E402
+from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
 
 CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas the plateaug FLOPs are counted at
 SEED_CANVAS = (256, 256)

@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import atomic_save, load_checkpoint, slim_checkpoint
-from .onnx_export import ExportReport, ExportVerificationError, export_onnx
+from .generator.checkpoint import atomic_save, load_checkpoint, slim_checkpoint
+from .generator.onnx_export import ExportReport, ExportVerificationError, export_onnx
 
 
 def default_out(checkpoint: str | Path, fp16: bool) -> Path:

@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import seeding
-from .sheet import contact_sheet
-from .spec import builtin_regions
-from .stream import PlateGANStream
-from .writers import FORMATS, DatasetWriter, item_name
+from .renderer.spec_loader import builtin_regions
+from .stream import seeding
+from .stream.dataset import PlateGANStream
+from .writers.formats import FORMATS, DatasetWriter, item_name
+from .writers.sheet import contact_sheet
 
 
 def _size(s: str) -> tuple[int, int]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .outline import outline
-from .renderer import render
-from .sheet import contact_sheet, to_pil
-from .spec import load_region
-from .text import sample_text
+from .renderer.draw import render
+from .renderer.outline import outline
+from .renderer.spec_loader import load_region
+from .renderer.text import sample_text
+from .writers.sheet import contact_sheet, to_pil
 
 
 def main(argv: list[str] | None = None) -> int:

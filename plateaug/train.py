@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .models import GENERATORS
-from .trainer import TrainConfig, Trainer, resume
+from .training.trainer import TrainConfig, Trainer, resume
 
 
 def _canvas(s: str) -> tuple[str, list[int]]:

@@ -22,13 +22,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-import plateaug.realdata as realdata
+import plateaug.training.realdata as realdata
 from plateaug import PlateGANStream, RegionSpecError, load_region
-from plateaug.checkpoint import FORMAT, atomic_save
 from plateaug.generate import main as generate_main
-from plateaug.onnx_runtime import OnnxGenerator
-from plateaug.realdata import load_image, load_real
+from plateaug.generator.checkpoint import FORMAT, atomic_save
+from plateaug.generator.onnx_runtime import OnnxGenerator
 from plateaug.train import main as train_main
+from plateaug.training.realdata import load_image, load_real
 
 # ---- region specs ---------------------------------------------------------------------------------
 

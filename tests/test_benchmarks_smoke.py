@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from plateaug import render, sample_text
-from plateaug.checkpoint import generator_checkpoint
+from plateaug.generator.checkpoint import generator_checkpoint
+from plateaug.generator.onnx_export import export_onnx
 from plateaug.models import create_generator
 from plateaug.models.crnn import CRNN, greedy_decode
-from plateaug.onnx_export import export_onnx
-from plateaug.realdata import is_validation
-from plateaug.sheet import to_pil
+from plateaug.training.realdata import is_validation
+from plateaug.writers.sheet import to_pil
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"clean", "classic", "gan", "gan+aug"}

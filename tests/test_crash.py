@@ -21,8 +21,8 @@ import torch
 from fixtures import make_real
 from PIL import Image
 
-from plateaug.checkpoint import load_checkpoint
 from plateaug.generate import main as generate_main
+from plateaug.generator.checkpoint import load_checkpoint
 from plateaug.train import main as train_main
 
 ROOT = Path(__file__).resolve().parent.parent

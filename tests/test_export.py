@@ -14,11 +14,11 @@ from fixtures import random_generator
 from torch import nn
 
 import plateaug
-import plateaug.onnx_export as onnx_export
-from plateaug.checkpoint import atomic_save, generator_checkpoint
+import plateaug.generator.onnx_export as onnx_export
 from plateaug.export import default_out, main
-from plateaug.onnx_export import ExportVerificationError, export_onnx
-from plateaug.onnx_runtime import OnnxGenerator
+from plateaug.generator.checkpoint import atomic_save, generator_checkpoint
+from plateaug.generator.onnx_export import ExportVerificationError, export_onnx
+from plateaug.generator.onnx_runtime import OnnxGenerator
 
 CANVASES = {"cn_blue": [64, 208], "eu": [64, 256]}
 TRAINING_DATA = {"real_crops": 123, "source": "unit-test"}

@@ -127,7 +127,7 @@ def test_unwritable_output(tmp_path, capsys):
 
 
 def test_disk_full_keeps_finished_items(tmp_path, monkeypatch, capsys):
-    import plateaug.writers as writers
+    import plateaug.writers.formats as writers
 
     out = tmp_path / "full"
     real = writers.atomic_write_bytes

@@ -12,13 +12,13 @@ import torch
 from fixtures import random_generator
 from torch import nn
 
-import plateaug.onnx_runtime as onnx_runtime
+import plateaug.generator.onnx_runtime as onnx_runtime
+from plateaug.generator.onnx_export import export_onnx
+from plateaug.generator.onnx_runtime import DEFAULT_MODEL, OnnxGenerator
+from plateaug.generator.torch_generator import TorchGenerator
 from plateaug.models import create_generator
-from plateaug.onnx_export import export_onnx
-from plateaug.onnx_runtime import DEFAULT_MODEL, OnnxGenerator
-from plateaug.renderer import render
-from plateaug.text import sample_text
-from plateaug.torch_generator import TorchGenerator
+from plateaug.renderer.draw import render
+from plateaug.renderer.text import sample_text
 
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2}  # max relative error against the fp32 torch model
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -107,7 +107,7 @@ def test_translate_renders(model: nn.Module, gen32: OnnxGenerator) -> None:
 # ---- bad models ---------------------------------------------------------------------------------
 
 def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert DEFAULT_MODEL == Path(onnx_runtime.__file__).resolve().parent.parent / "export" / "plateaug_default.onnx"
+    assert DEFAULT_MODEL == Path(onnx_runtime.__file__).resolve().parents[2] / "export" / "plateaug_default.onnx"
     monkeypatch.setattr(onnx_runtime, "DEFAULT_MODEL", tmp_path / "export" / "plateaug_default.onnx")
     with pytest.raises(FileNotFoundError, match="plateaug_default.onnx"):
         OnnxGenerator()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from plateaug import builtin_regions, encode_texts, load_region, render, sample_text
-from plateaug.renderer import Renderer
+from plateaug.renderer.draw import Renderer
 
 
 def _sample(region, n, seed=0):

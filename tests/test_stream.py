@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from plateaug import PlateGANStream, collate, ctc_targets
-from plateaug.augment import BorderPerspective
-from plateaug.stream import _check_cuda_worker
+from plateaug.stream.augment import BorderPerspective
+from plateaug.stream.dataset import _check_cuda_worker
 
 
 def _digest(img: torch.Tensor) -> str:

@@ -10,7 +10,7 @@ import torch
 from fixtures import make_real
 
 from plateaug import TorchGenerator, render
-from plateaug.checkpoint import load_checkpoint
+from plateaug.generator.checkpoint import load_checkpoint
 from plateaug.train import main
 
 TINY = ["--generator", "unet_xs", "--epochs", "2", "--batch-size", "4", "--min-per-group", "8",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..outline import outline
+from ..renderer.outline import outline
 
 IN_CHANNELS = 4
 CHANNELS = ("outline", "hint_r", "hint_g", "hint_b")

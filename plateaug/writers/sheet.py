@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..renderer.spec import FONTS_DIR
 from .atomic import atomic_write_bytes
-from .spec import FONTS_DIR
 
 
 @lru_cache(maxsize=1)

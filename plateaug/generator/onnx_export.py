@@ -15,8 +15,9 @@ import onnx
 import torch
 from torch import nn
 
+from .._version import __version__
+from ..models.contract import CHANNELS, IN_CHANNELS, SIZE_MULTIPLE, VALUE_RANGE
 from .checkpoint import load_checkpoint
-from .models.contract import CHANNELS, IN_CHANNELS, SIZE_MULTIPLE, VALUE_RANGE
 from .torch_generator import generator_from_checkpoint
 
 INPUT_NAME = "condition"
@@ -138,8 +139,6 @@ def _export_graph(model: nn.Module, path: Path, opset: int, dtype: torch.dtype) 
 
 def _metadata(model: nn.Module, ckpt: dict, fp16: bool, exporter: str) -> dict[str, str]:
     """The plateaug.* metadata_props the runtime checks (contract) and reports (provenance)."""
-    import plateaug  # late: plateaug/__init__ may import this module
-
     gen = ckpt.get("generator", {})
     meta = {
         "plateaug.in_channels": str(IN_CHANNELS),
@@ -148,7 +147,7 @@ def _metadata(model: nn.Module, ckpt: dict, fp16: bool, exporter: str) -> dict[s
         "plateaug.size_multiple": str(SIZE_MULTIPLE),
         "plateaug.canvases": json.dumps(ckpt.get("canvases") or {}, sort_keys=True),
         "plateaug.training_data": json.dumps(ckpt.get("training_data") or {}, sort_keys=True, default=str),
-        "plateaug.version": plateaug.__version__,
+        "plateaug.version": __version__,
         "plateaug.dtype": "float16" if fp16 else "float32",
         "plateaug.generator": json.dumps({"name": gen.get("name", "custom"),
                                           "config": dict(getattr(model, "config", gen.get("config", {})))},

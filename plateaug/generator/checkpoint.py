@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write_bytes
+from ..writers.atomic import atomic_write_bytes
 
 FORMAT = "plateaug-checkpoint-1"
 

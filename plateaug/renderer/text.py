@@ -8,7 +8,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .spec import RegionSpec, load_region
+from .spec import RegionSpec
+from .spec_loader import load_region
 
 
 @dataclass(frozen=True)

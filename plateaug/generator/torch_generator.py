@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import UNetGenerator, generator_input
+from ..models.contract import IN_CHANNELS, check_images
 from .checkpoint import load_checkpoint
-from .models import UNetGenerator, generator_input
-from .models.contract import IN_CHANNELS, check_images
 
 
 def generator_from_checkpoint(ckpt: dict | str | Path, ema: bool = True) -> UNetGenerator:

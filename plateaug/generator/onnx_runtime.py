@@ -12,8 +12,8 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from .backends import DEFAULT_ONNX
-from .models.contract import CHANNELS, IN_CHANNELS, OUT_CHANNELS, VALUE_RANGE, check_images, generator_input
+from ..models.contract import CHANNELS, IN_CHANNELS, OUT_CHANNELS, VALUE_RANGE, check_images, generator_input
+from .shipped import DEFAULT_ONNX
 
 DEFAULT_MODEL = DEFAULT_ONNX
 TRT_CACHE = Path.home() / ".cache" / "plateaug" / "tensorrt"  # TensorRT engines, built once per model and shape

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import FORMAT, atomic_save, load_checkpoint
-from .models import PatchDiscriminator, create_generator, generator_input, n_params
+from ..generator.checkpoint import FORMAT, atomic_save, load_checkpoint
+from ..models import PatchDiscriminator, create_generator, generator_input, n_params
+from ..writers.sheet import contact_sheet
 from .realdata import RealGroup, RealSet, load_real
-from .sheet import contact_sheet
 
 # Real-data region -> shipped spec whose renders go on the sample sheet next to the real crops.
 PREVIEW_SPECS = {"us": "us", "br": "br_old", "eu": "eu_sk", "cn": "cn_blue"}
@@ -189,8 +189,8 @@ class Trainer:
     def sample_sheet(self, path: Path) -> Path:
         """Rows of outline | generated | real for validation crops, then outline | generated |
         clean render for renders of the matching shipped region."""
-        from .renderer import render
-        from .text import sample_text
+        from ..renderer.draw import render
+        from ..renderer.text import sample_text
 
         rows, caps = [], []
         groups: dict[str, RealGroup] = self.data.val or self.data.train

@@ -14,16 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
+from ..generator.backends import Backend, resolve_generator
+from ..models.contract import generator_input
+from ..renderer.draw import render
+from ..renderer.spec import RegionSpec
+from ..renderer.spec_loader import builtin_regions, load_region
+from ..renderer.text import sample_text
 from . import seeding
 from .augment import augment as apply_augment
 from .augment import corners_to_boxes, resolve
-from .backends import Backend, resolve_generator
 from .collate import wrap_boxes
-from .models.contract import generator_input
-from .renderer import render
 from .scene import FolderBackgrounds, compose, place_plates, procedural_backgrounds
-from .spec import RegionSpec, builtin_regions, load_region
-from .text import sample_text
 
 MODES = ("crop", "scene")
 DEFAULT_SIZE = {"crop": (64, 256), "scene": (384, 640)}

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_perspective_transform, warp_perspective
 from PIL import Image, UnidentifiedImageError
 
+from ..training.realdata import IMAGE_SUFFIXES
 from .augment import boxes_to_corners, corners_to_boxes
-from .realdata import IMAGE_SUFFIXES
 
 
 def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:

@@ -1,16 +1,12 @@
-"""Region specs: a plate layout is data (a TOML file), loaded into frozen dataclasses.
+"""Region spec loading: TOML file (shipped name or user path) -> validated `RegionSpec`.
 
-A spec describes the physical plate (mm), the canvas it is rendered to (px), the background,
-bands (EU strip, US state name, BR city line), character classes with their fonts, separators,
-text rows and a weighted pattern grammar. `load_region` validates everything up front and
-raises `RegionSpecError(file, key, reason)` so a user sees one clear message.
+Every check happens here, up front, and a failure raises one `RegionSpecError(file, key, reason)`.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,111 +14,21 @@ from typing import Any
 from fontTools.ttLib import TTFont
 from PIL import ImageFont
 
-REGIONS_DIR = Path(__file__).parent / "regions"
-FONTS_DIR = Path(__file__).parent / "fonts"
-CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
-FIT_MODES = ("height", "stretch")
-SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space")
-
-
-class RegionSpecError(ValueError):
-    """A region spec is malformed: names the file, the key and the reason."""
-
-    def __init__(self, file: str | Path, key: str, reason: str):
-        self.file, self.key, self.reason = str(file), key, reason
-        super().__init__(f"{file}: [{key}] {reason}")
-
-
-@dataclass(frozen=True)
-class CharClass:
-    """A character class of the pattern grammar (e.g. `D` = digits) and how it is drawn."""
-
-    key: str
-    chars: str
-    font: Path
-    fit: str  # "height": keep aspect, fill the slot height; "stretch": fill the slot
-    width_mm: float | None  # None: the row's char_width_mm
-
-
-@dataclass(frozen=True)
-class Separator:
-    """A non-label mark between characters (dot, hyphen, German seal, or a plain gap)."""
-
-    key: str
-    shape: str
-    width_mm: float
-    size_mm: float  # dot diameter / hyphen length / seal diameter
-
-
-@dataclass(frozen=True)
-class Row:
-    """A horizontal text line: vertical position, glyph height, horizontal extent, spacing."""
-
-    y_mm: float
-    height_mm: float
-    x0_mm: float
-    x1_mm: float
-    char_width_mm: float
-    gap_mm: float
-    align: str  # "center" | "left"
-
-
-@dataclass(frozen=True)
-class Band:
-    """A coloured rectangle with optional text chosen per plate (e.g. US state names)."""
-
-    rect_mm: tuple[float, float, float, float]  # x, y, w, h
-    color: str | None
-    texts: tuple[str, ...]
-    text_color: str
-    text_rect_mm: tuple[float, float, float, float]
-    font: Path
-    emblem: str | None  # "eu_stars" or None
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One weighted alternative of the grammar: tokens are class keys, separator keys or '/'."""
-
-    tokens: tuple[str, ...]
-    weight: float
-
-
-@dataclass(frozen=True)
-class RegionSpec:
-    """A complete, validated plate layout."""
-
-    name: str
-    description: str
-    source: Path
-    size_mm: tuple[float, float]  # (width, height)
-    canvas: tuple[int, int]  # (H, W) pixels
-    backgrounds: tuple[tuple[str, str], ...]  # (top, bottom) gradient colours, one per plate
-    border_color: str | None
-    border_mm: float
-    text_colors: tuple[str, ...]
-    classes: tuple[CharClass, ...]
-    separators: tuple[Separator, ...]
-    rows: tuple[Row, ...]
-    bands: tuple[Band, ...]
-    patterns: tuple[Pattern, ...]
-
-    @property
-    def class_map(self) -> dict[str, CharClass]:
-        return {c.key: c for c in self.classes}
-
-    @property
-    def separator_map(self) -> dict[str, Separator]:
-        return {s.key: s for s in self.separators}
-
-    @property
-    def charset(self) -> str:
-        """Every character a label of this region can contain, sorted, without repeats."""
-        return "".join(sorted({ch for c in self.classes for ch in c.chars}))
-
-    @property
-    def max_len(self) -> int:
-        return max(sum(t in self.class_map for t in p.tokens) for p in self.patterns)
+from .layout import layout_pattern
+from .spec import (
+    CANVAS_MULTIPLE,
+    FIT_MODES,
+    FONTS_DIR,
+    REGIONS_DIR,
+    SEPARATOR_SHAPES,
+    Band,
+    CharClass,
+    Pattern,
+    RegionSpec,
+    RegionSpecError,
+    Row,
+    Separator,
+)
 
 
 def builtin_regions() -> list[str]:
@@ -424,8 +330,6 @@ class _Parser:
         return tuple(out)
 
     def check_layouts(self, spec: RegionSpec) -> None:
-        from .layout import layout_pattern  # local: layout needs the spec types
-
         for i, p in enumerate(spec.patterns):
             try:
                 layout_pattern(spec, p)

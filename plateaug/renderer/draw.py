@@ -10,7 +10,8 @@ import torch
 
 from .atlas import GlyphAtlas
 from .layers import background_layers, band_overlays, rgb, separator_masks
-from .spec import RegionSpec, load_region
+from .spec import RegionSpec
+from .spec_loader import load_region
 from .text import TextBatch, encode_texts, grammar
 
 CPU_CHUNK = 32  # plates composed at a time on the CPU

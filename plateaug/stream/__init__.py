@@ -1,0 +1,1 @@
+"""The stream: PlateGANStream (IterableDataset), augmentation, scene composition, seeding, collate."""

@@ -1,0 +1,1 @@
+"""Training the generator: real-crop loading and the pix2pix trainer."""
