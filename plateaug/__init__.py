@@ -13,10 +13,11 @@ from .renderer.spec_loader import builtin_regions, load_region
 from .renderer.text import TextBatch, encode_texts, sample_text
 from .stream.collate import collate, ctc_targets
 from .stream.dataset import PlateGANStream
+from .stream.framing import Framing
 
 __all__ = [
     "__version__",
-    "ExportReport", "ExportVerificationError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
+    "ExportReport", "ExportVerificationError", "Framing", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
     "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
     "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
     "render", "sample_text",

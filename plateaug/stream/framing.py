@@ -1,0 +1,121 @@
+"""Detector-like framing of crops: the plate inside a box with margins, surroundings, tilt,
+perspective and the low resolution of a far-away plate, as a detector would hand it to a
+recogniser. Labels (character boxes, plate corners) move with the pixels.
+
+Real crops come from a detector box: a margin of car body around the plate, the plate tilted
+and seen in perspective, often only 20-40 pixels tall. A crop that is exactly the plate, corners
+on the image corners, teaches a recogniser a framing it never meets (../shared/REALISM.md, cause 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .scene import compose, procedural_backgrounds
+
+LOW_RES_LEVELS = 4  # low-resolution scales are bucketed so each bucket is one batched resize
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a crop frames its plate. Fractions are of the crop size; ranges are (low, high)."""
+
+    margin_x: tuple[float, float] = (0.0, 0.08)  # left and right margin, each drawn separately
+    margin_y: tuple[float, float] = (0.0, 0.18)  # top and bottom margin
+    tilt_deg: float = 6.0  # in-plane rotation, uniform in +-tilt
+    perspective: float = 0.06  # corner jitter, fraction of the plate's width / height
+    p_low_res: float = 0.6  # probability that a crop is seen at low resolution
+    low_res: tuple[float, float] = (0.3, 0.9)  # resolution scale of a low-resolution crop
+
+    def __post_init__(self):
+        limits = {"margin_x": 0.45, "margin_y": 0.45, "low_res": 1.0}  # highest allowed value of each range
+        for name, top in limits.items():
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi <= top:
+                raise ValueError(f"Framing.{name} must be (low, high) with 0 <= low <= high <= {top}, got {(lo, hi)}")
+        if self.low_res[0] <= 0:
+            raise ValueError(f"Framing.low_res must be > 0, got {self.low_res}")
+        for name, top in (("tilt_deg", 45.0), ("perspective", 0.3), ("p_low_res", 1.0)):
+            if not 0 <= getattr(self, name) <= top:
+                raise ValueError(f"Framing.{name} must be in [0, {top}], got {getattr(self, name)}")
+
+
+FRAMINGS: dict[str, Framing | None] = {"tight": None, "detector": Framing()}
+
+
+def resolve_framing(framing: str | Framing | None) -> Framing | None:
+    """A preset name ("tight": the plate fills the crop; "detector"), a Framing, or None (= tight)."""
+    if framing is None or isinstance(framing, Framing):
+        return framing
+    if isinstance(framing, str) and framing in FRAMINGS:
+        return FRAMINGS[framing]
+    raise ValueError(f"framing must be one of {sorted(FRAMINGS)} or a plateaug.Framing, got {framing!r}")
+
+
+def sample_quads(aspects: torch.Tensor, size: tuple[int, int], framing: Framing,
+                 g: torch.Generator) -> torch.Tensor:
+    """Plate corners (N, 4, 2) TL, TR, BR, BL in crop pixels: a tilted, perspective plate of the
+    given aspect (width / height), its enclosing box fitted to the crop minus random margins (the
+    crop is stretched like a detector box resized to a fixed input). Every corner is inside."""
+    H, W = size
+    N = len(aspects)
+    a = aspects.float()
+    half = torch.stack([-a / 2, -0.5 * torch.ones_like(a), a / 2, -0.5 * torch.ones_like(a),
+                        a / 2, 0.5 * torch.ones_like(a), -a / 2, 0.5 * torch.ones_like(a)], 1).view(N, 4, 2)
+    ang = (torch.rand(N, generator=g) * 2 - 1) * math.radians(framing.tilt_deg)
+    rot = torch.stack([torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)], 1).view(N, 2, 2)
+    quad = half @ rot.transpose(1, 2)
+    jitter = (torch.rand(N, 4, 2, generator=g) * 2 - 1) * framing.perspective
+    quad = quad + jitter * torch.stack([a, torch.ones_like(a)], 1)[:, None, :]
+    lo, hi = quad.amin(1, keepdim=True), quad.amax(1, keepdim=True)  # (N, 1, 2) enclosing box
+    unit = (quad - lo) / (hi - lo)  # the quad inside its box, in [0, 1]
+
+    def margin(r: tuple[float, float]) -> torch.Tensor:
+        return r[0] + torch.rand(N, 2, generator=g) * (r[1] - r[0])
+
+    mx, my = margin(framing.margin_x) * W, margin(framing.margin_y) * H  # (N, 2) each: before, after
+    x0, x1 = mx[:, 0], W - mx[:, 1]
+    y0, y1 = my[:, 0], H - my[:, 1]
+    origin = torch.stack([x0, y0], 1)[:, None, :]
+    extent = torch.stack([x1 - x0, y1 - y0], 1)[:, None, :]
+    return origin + unit * extent
+
+
+def low_resolution(images: torch.Tensor, framing: Framing, g: torch.Generator) -> torch.Tensor:
+    """Down- and up-sample a random subset of images (B, 3, H, W) to a random lower resolution
+    (bucketed into a few scales), the blur and blockiness of a far-away plate. Geometry is unchanged."""
+    B, _, H, W = images.shape
+    chosen = torch.rand(B, generator=g) < framing.p_low_res
+    lo, hi = framing.low_res
+    level = (torch.rand(B, generator=g) * LOW_RES_LEVELS).long().clamp(max=LOW_RES_LEVELS - 1)
+    out = images.clone()
+    for k in range(LOW_RES_LEVELS):
+        idx = (chosen & (level == k)).nonzero().squeeze(1)
+        if len(idx) == 0:
+            continue
+        scale = lo + (hi - lo) * (k + 0.5) / LOW_RES_LEVELS
+        small = (max(4, round(H * scale)), max(4, round(W * scale)))
+        dev_idx = idx.to(images.device)
+        sub = F.interpolate(images[dev_idx], size=small, mode="bilinear", align_corners=False, antialias=True)
+        out[dev_idx] = F.interpolate(sub, size=(H, W), mode="bilinear", align_corners=False)
+    return out
+
+
+def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor, framing: Framing,
+          g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frame plates like detector crops.
+
+    plates (N, 3, H, W) in [0, 1], each filling its crop; char_boxes (N, S, 4) xyxy in those
+    pixels (zero rows = no character); aspects (N,) plate width / height. Returns crops
+    (N, 3, H, W) of the same size with surroundings, the moved character boxes (N, S, 4) and the
+    plate corners (N, 4, 2)."""
+    N, _, H, W = plates.shape
+    quads = sample_quads(aspects, (H, W), framing, g)
+    backgrounds = procedural_backgrounds(N, (H, W), g).to(plates.device)
+    ones = torch.ones(N, dtype=torch.int64)
+    crops, boxes, corners = compose(backgrounds, plates, (H, W), char_boxes, ones, quads)
+    return low_resolution(crops, framing, g), boxes, corners

@@ -1,0 +1,129 @@
+"""Detector-like framing of crops: plates inside the crop with margins, tilt and low resolution,
+and the labels (character boxes, corners) still on the pixels they name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plateaug import Framing, PlateGANStream
+from plateaug.stream.framing import frame, low_resolution, resolve_framing, sample_quads
+
+FLAT_SPEC = """\
+name = "flat"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+[background]
+colors = ["#ffffff"]
+[text]
+colors = ["#000000"]
+font = "DejaVuSansCondensed-Bold"
+[classes]
+L = "ABCDEFGHKLMNPRSTUVWXYZ"
+D = "0123456789"
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 34
+gap_mm = 6
+[[patterns]]
+pattern = "L L D D D D"
+"""
+
+
+def quad_mask(quad: torch.Tensor, size: tuple[int, int], inset: float = 0.0) -> torch.Tensor:
+    """(H, W) bool: pixel centres inside the convex quad (TL, TR, BR, BL), `inset` pixels from each edge."""
+    H, W = size
+    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    inside = torch.ones(H, W, dtype=torch.bool)
+    for i in range(4):
+        (x0, y0), (x1, y1) = quad[i].tolist(), quad[(i + 1) % 4].tolist()
+        length = ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
+        cross = ((x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0)) / length  # > 0: inside for clockwise in image coords
+        inside &= cross >= inset
+    return inside
+
+
+def test_framed_character_boxes_enclose_the_ink_and_sit_inside_the_plate(write_spec):
+    framing = Framing(p_low_res=0.0, margin_x=(0.03, 0.1), margin_y=(0.05, 0.2), tilt_deg=8)
+    stream = PlateGANStream(regions=write_spec(FLAT_SPEC), generator=None, augment="none", framing=framing,
+                            seed=5, batch_size=12, image_size=(64, 192))
+    images, targets = next(iter(stream))
+    for img, t in zip(images, targets):
+        quad = t["corners"][0]
+        assert (quad >= 0).all() and (quad[:, 0] <= 192).all() and (quad[:, 1] <= 64).all()
+        assert quad[:, 0].min() > 0.5 and quad[:, 0].max() < 191.5  # the margins are there
+        plate = quad_mask(quad, (64, 192), inset=2.0)
+        ink = (img.mean(0) < 0.45) & plate  # dark pixels on the white plate
+        near = torch.zeros_like(ink)
+        for x0, y0, x1, y1 in t["char_boxes"].tolist():
+            xa, ya, xb, yb = int(x0) - 1, int(y0) - 1, int(x1) + 2, int(y1) + 2  # 1 px for resampling
+            near[max(ya, 0): yb, max(xa, 0): xb] = True
+            assert ink[max(ya, 0): yb, max(xa, 0): xb].any(), f"{t['text']}: a character box lost its glyph"
+            centre = torch.tensor([[(x0 + x1) / 2, (y0 + y1) / 2]])
+            assert quad_mask(quad, (64, 192))[int(centre[0, 1]), int(centre[0, 0])], "a character outside the plate"
+        assert not (ink & ~near).any(), f"{t['text']}: ink outside the moved character boxes"
+        assert len(t["char_boxes"]) == len(t["text"])
+        outside = ~quad_mask(quad, (64, 192), inset=-2.0)
+        assert outside.any(), "no surroundings around the plate"
+
+
+def test_white_plate_pixels_fill_exactly_the_labelled_quad():
+    g = torch.Generator().manual_seed(0)
+    plates = torch.ones(6, 3, 64, 256)  # white plates
+    boxes = torch.tensor([[20.0, 10.0, 60.0, 54.0]]).expand(6, 1, 4).clone()
+    crops, moved, corners = frame(plates, boxes, torch.full((6,), 4.0), Framing(p_low_res=0.0), g)
+    for img, quad in zip(crops, corners):
+        inner = quad_mask(quad, (64, 256), inset=1.5)
+        assert img[:, inner].min() > 0.99  # the plate is exactly where its corners say
+    assert moved.shape == (6, 1, 4) and (moved[..., 2] > moved[..., 0]).all()
+
+
+def test_low_resolution_keeps_geometry_and_changes_pixels():
+    plates = torch.rand(8, 3, 64, 256, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 50.0]]).expand(8, 1, 4).clone()
+    aspects = torch.full((8,), 4.0)
+    sharp = frame(plates, boxes, aspects, Framing(p_low_res=0.0), torch.Generator().manual_seed(3))
+    soft = frame(plates, boxes, aspects, Framing(p_low_res=1.0), torch.Generator().manual_seed(3))
+    assert torch.equal(sharp[1], soft[1]) and torch.equal(sharp[2], soft[2])
+    assert (sharp[0] - soft[0]).abs().mean() > 0.01
+    # low resolution removes fine detail: less high-frequency energy
+    hf = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert hf(soft[0]) < hf(sharp[0])
+    out = low_resolution(plates, Framing(p_low_res=0.0), torch.Generator().manual_seed(0))
+    assert torch.equal(out, plates)
+
+
+def test_quads_stay_inside_for_extreme_settings():
+    g = torch.Generator().manual_seed(0)
+    aspects = torch.cat([torch.full((50,), 4.7), torch.full((50,), 2.0)])
+    quads = sample_quads(aspects, (64, 256), Framing(margin_x=(0.0, 0.45), margin_y=(0.0, 0.45), tilt_deg=45,
+                                                     perspective=0.3), g)
+    assert quads.shape == (100, 4, 2)
+    assert (quads[..., 0] >= -1e-4).all() and (quads[..., 0] <= 256 + 1e-4).all()
+    assert (quads[..., 1] >= -1e-4).all() and (quads[..., 1] <= 64 + 1e-4).all()
+
+
+def test_same_seed_same_framed_batch_and_tight_framing_fills_the_crop():
+    a = PlateGANStream(regions="eu_de", generator=None, augment="none", seed=11).make_batch(4, 99)
+    b = PlateGANStream(regions="eu_de", generator=None, augment="none", seed=11).make_batch(4, 99)
+    assert torch.equal(a.images, b.images) and torch.equal(a.corners, b.corners)
+    tight = PlateGANStream(regions="eu_de", generator=None, augment="none", seed=11, framing="tight").make_batch(4, 99)
+    assert torch.equal(tight.corners[0], torch.tensor([[0.0, 0], [256, 0], [256, 64], [0, 64]]))
+    assert not torch.equal(tight.corners, a.corners)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(margin_x=(0.2, 0.1)), "margin_x"), (dict(margin_y=(0.0, 0.6)), "margin_y"),
+    (dict(low_res=(0.0, 0.5)), "low_res"), (dict(tilt_deg=90), "tilt_deg"), (dict(p_low_res=1.5), "p_low_res"),
+])
+def test_bad_framing_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        Framing(**bad)
+
+
+def test_unknown_framing_name_lists_the_choices():
+    with pytest.raises(ValueError, match="detector"):
+        resolve_framing("loose")
+    with pytest.raises(ValueError, match="framing"):
+        PlateGANStream(generator=None, framing="loose")
