@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from plateaug import RegionSpecError, builtin_regions, load_region
+from plateaug import RegionSpecError, builtin_regions, load_region, sample_text
 
 REQUIRED = {"cn_blue", "cn_green", "eu_de", "br_old", "br_mercosur", "us"}
 
@@ -90,3 +91,64 @@ def test_malformed_spec_errors(write_spec, mini_spec_text, case, edit, key, reas
     assert err.key == key, str(err)
     assert reason in err.reason, str(err)
     assert str(path.resolve()) in str(err) and key in str(err)
+
+
+FONTS_SPEC = """\
+name = "fonts"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+[background]
+colors = ["#ffffff"]
+[text]
+colors = ["#000000"]
+font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]
+[classes]
+D = "0123456789"
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 40
+gap_mm = 8
+[[patterns]]
+pattern = "D D D D D D"
+"""
+
+
+def test_a_font_list_gives_each_plate_one_typeface(write_spec):
+    from plateaug import encode_texts, render
+
+    spec = load_region(write_spec(FONTS_SPEC))
+    assert spec.n_fonts == 2 and [f.stem for f in spec.classes[0].fonts] == ["OSP-DIN", "DejaVuSansCondensed-Bold"]
+    texts = encode_texts(spec, ["123456", "123456"])
+    style = texts.style.clone()
+    style[:, -1] = torch.tensor([0, 1])  # the last style column is the typeface
+    plates = render(spec, type(texts)(texts.texts, texts.pattern, texts.local, texts.lengths, style))
+    a, b = plates.images
+    assert (a - b).abs().max() > 0.5, "two typefaces drew the same pixels"
+    assert plates.texts == ["123456", "123456"]
+    for img, boxes in zip(plates.images, plates.char_boxes):  # each box holds its own glyph's ink
+        ink = img.mean(0) < 0.5
+        for x0, y0, x1, y1 in boxes.round().long().tolist():
+            assert ink[y0:y1, x0:x1].any()
+        assert ink.sum() <= sum(ink[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in boxes.round().long().tolist()) + 4
+    sampled = sample_text(spec, 400, torch.Generator().manual_seed(0))
+    counts = torch.bincount(sampled.style[:, -1], minlength=2)
+    assert counts.min() > 120  # both typefaces are drawn
+
+
+def test_font_list_errors_name_the_key(write_spec):
+    bad = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', 'font = ["OSP-DIN", "NoSuchFont"]')
+    with pytest.raises(RegionSpecError, match=r"\[text.font\].*NoSuchFont"):
+        load_region(write_spec(bad))
+    many = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', "font = [" + ", ".join(
+        ['"OSP-DIN"'] * 9) + "]")
+    with pytest.raises(RegionSpecError, match=r"\[text.font\].*1 to 8 fonts"):
+        load_region(write_spec(many))
+    cjk = FONTS_SPEC.replace('D = "0123456789"', 'D = { chars = "0123456789", font = ["OSP-DIN", "NotoSansSC-Bold"] }')
+    assert load_region(write_spec(cjk, "cjk")).n_fonts == 2
+
+
+def test_one_font_specs_keep_their_style_columns(write_spec):
+    one = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', 'font = "OSP-DIN"')
+    spec = load_region(write_spec(one))
+    assert spec.n_fonts == 1 and sample_text(spec, 3, torch.Generator().manual_seed(0)).style.shape == (3, 2)

@@ -51,7 +51,9 @@ class GlyphAtlas:
     slot reads from it.
 
     atlas: (N + 1, Hc, Wc) float coverage, entry 0 blank; ink_boxes: (N + 1, 4) xyxy of the ink
-    inside its cell; base: (A, S) first atlas entry of each slot's class (0 for padding slots).
+    inside its cell; base: (A, S) first atlas entry of each slot's class (0 for padding slots);
+    stride: (A, S) entries per typeface variant of that class (variant v of character i is entry
+    base + v * stride + i; a class with fewer fonts than the spec's n_fonts cycles through them).
     """
 
     def __init__(self, spec: RegionSpec, device: torch.device | str = "cpu"):
@@ -61,14 +63,18 @@ class GlyphAtlas:
         cells: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
         A, S = len(self.layouts), spec.max_len
         base = torch.zeros(A, S, dtype=torch.int64)
+        stride = torch.zeros(A, S, dtype=torch.int64)
         for a, lay in enumerate(self.layouts):
             for s, slot in enumerate(lay.chars):
                 key = (slot.key, slot.w, slot.h)
+                cls = classes[slot.key]
                 if key not in blocks:
                     blocks[key] = len(cells)
-                    cls = classes[slot.key]
-                    cells += [fit_ink(glyph_ink(cls.font, ch), slot.w, slot.h, cls.fit) for ch in cls.chars]
+                    for v in range(spec.n_fonts):
+                        font = cls.fonts[v % len(cls.fonts)]
+                        cells += [fit_ink(glyph_ink(font, ch), slot.w, slot.h, cls.fit) for ch in cls.chars]
                 base[a, s] = blocks[key]
+                stride[a, s] = len(cls.chars)
         Hc = max(c.shape[0] for c in cells)
         Wc = max(c.shape[1] for c in cells)
         atlas = np.zeros((len(cells), Hc, Wc), np.float32)
@@ -82,3 +88,5 @@ class GlyphAtlas:
         self.atlas = torch.from_numpy(atlas).to(self.device)  # (N+1, Hc, Wc)
         self.ink_boxes = torch.from_numpy(boxes).to(self.device)  # (N+1, 4)
         self.base = base.to(self.device)  # (A, S)
+        self.stride = stride.to(self.device)  # (A, S)
+        self.n_fonts = spec.n_fonts

@@ -35,6 +35,11 @@ class CharClass:
     font: Path
     fit: str  # "height": keep aspect, fill the slot height; "stretch": fill the slot
     width_mm: float | None  # None: the row's char_width_mm
+    fonts: tuple[Path, ...] = ()  # every typeface of the class (font is fonts[0]); each plate draws one
+
+    def __post_init__(self):
+        if not self.fonts:
+            object.__setattr__(self, "fonts", (self.font,))
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,11 @@ class RegionSpec:
     def charset(self) -> str:
         """Every character a label of this region can contain, sorted, without repeats."""
         return "".join(sorted({ch for c in self.classes for ch in c.chars}))
+
+    @property
+    def n_fonts(self) -> int:
+        """Typeface variants a plate chooses from (a class with fewer fonts cycles through its own)."""
+        return max(len(c.fonts) for c in self.classes)
 
     @property
     def max_len(self) -> int:

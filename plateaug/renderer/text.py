@@ -17,14 +17,15 @@ class TextBatch:
     """B plate strings plus what the renderer needs to draw them.
 
     `local[b, s]` is the index of character s inside its slot's class; `style` picks the
-    background, text colour and one text per variable band: (B, 2 + n_bands).
+    background, text colour, one text per variable band and, for specs with several fonts, the
+    typeface: (B, 2 + n_bands [+ 1]).
     """
 
     texts: list[str]
     pattern: torch.Tensor  # (B,) int64 index into spec.patterns
     local: torch.Tensor  # (B, S) int64, 0 for padding
     lengths: torch.Tensor  # (B,) int64
-    style: torch.Tensor  # (B, 2 + n_bands) int64
+    style: torch.Tensor  # (B, 2 + n_bands [+ 1 typeface]) int64
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -64,6 +65,8 @@ def grammar(spec: RegionSpec) -> _Grammar:
             codes[a, s, : len(chars)] = [ord(ch) for ch in chars]
     style_sizes = (len(spec.backgrounds), len(spec.text_colors)) + tuple(
         max(len(b.texts), 1) for b in spec.bands)
+    if spec.n_fonts > 1:  # a last column picks the typeface (absent for one font: those streams are unchanged)
+        style_sizes += (spec.n_fonts,)
     return _Grammar(
         weights=torch.tensor([p.weight for p in spec.patterns], dtype=torch.float64),
         n_chars=n_chars, codes=codes,
