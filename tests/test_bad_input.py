@@ -205,7 +205,7 @@ STREAM_CASES = [
     ("region weight zero", {"regions": {"us": 0}}, ValueError, "weight for 'us' must be > 0"),
     ("region weight a string", {"regions": {"us": "2"}}, ValueError, "weight for 'us' must be > 0"),
     ("region file missing", {"regions": "/nonexistent/region.toml"}, RegionSpecError, "file not found"),
-    ("backgrounds is a file", {"backgrounds": __file__}, FileNotFoundError, "backgrounds folder"),
+    ("backgrounds is a file", {"backgrounds": __file__}, NotADirectoryError, "backgrounds must be a folder"),
     ("device unknown", {"device": "tpu"}, (ValueError, RuntimeError), "tpu"),
     pytest.param("region weight nan", {"regions": {"us": float("nan")}}, ValueError, "weight"),
     pytest.param("region weight infinite", {"regions": {"us": float("inf")}}, ValueError, "weight"),

@@ -30,6 +30,28 @@ from .spec import (
     Separator,
 )
 
+MAX_FONTS = 8  # typefaces a class may vary over
+
+# What one spec may ask for: generous for real plates (the shipped specs use a small fraction),
+# tight enough that a malformed or hostile file fails with a RegionSpecError naming the key
+# instead of a MemoryError or RecursionError later.
+MAX_SPEC_BYTES = 256 * 1024  # file size, checked before parsing
+MAX_NESTING = 8  # arrays / tables inside each other (the shipped specs use 4)
+MAX_CANVAS_SIDE = 1024  # px, each of H and W
+MAX_CANVAS_PIXELS = 256 * 1024  # px, H * W (e.g. 256x1024 or 512x512)
+MAX_CLASSES = 32
+MAX_CLASS_CHARS = 1024  # characters in one class
+MAX_CHARS = 4096  # characters over all classes
+MAX_SEPARATORS = 16
+MAX_ROWS = 8
+MAX_BANDS = 8
+MAX_BAND_TEXTS = 256  # texts per band
+MAX_BAND_TEXT_LEN = 64  # characters per band text
+MAX_PATTERNS = 256
+MAX_TOKENS = 32  # tokens per pattern, separators and "/" included
+MAX_COLORS = 64  # background colours, text colours
+MAX_WEIGHT = 1e6  # pattern weights are relative; bounded so their sum stays finite
+
 
 def builtin_regions() -> list[str]:
     """Names of the regions shipped in `plateaug/regions/`."""
@@ -58,11 +80,38 @@ def load_region(name_or_path: str | Path | RegionSpec) -> RegionSpec:
 
 @lru_cache(maxsize=64)
 def _load_path(path: Path, mtime_ns: int = 0, size: int = 0) -> RegionSpec:
+    too_big = f"the file is larger than {MAX_SPEC_BYTES // 1024} KiB, the most a region spec may be"
+    if size > MAX_SPEC_BYTES:
+        raise RegionSpecError(path, "-", f"{too_big} ({size:,} bytes)")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_SPEC_BYTES + 1)  # the file may have grown since it was measured
+    if len(raw) > MAX_SPEC_BYTES:
+        raise RegionSpecError(path, "-", too_big)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RegionSpecError(path, "-", f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise RegionSpecError(path, "-", f"arrays or tables are nested too deeply (at most {MAX_NESTING} "
+                                         f"levels)") from None
+    key = _too_deep(data)
+    if key is not None:
+        raise RegionSpecError(path, key, f"arrays or tables are nested more than {MAX_NESTING} levels deep")
     return _Parser(path, data).parse()
+
+
+def _too_deep(data: dict) -> str | None:
+    """The top-level key under which tables/arrays nest more than MAX_NESTING deep, else None
+    (an explicit stack: no recursion, and it stops at the limit)."""
+    for top, value in data.items():
+        stack = [(value, 2)]  # the document itself is level 1
+        while stack:
+            v, depth = stack.pop()
+            if isinstance(v, (dict, list)):
+                if depth > MAX_NESTING:
+                    return top
+                stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return None
 
 
 _TOP_KEYS = {"name", "description", "size_mm", "canvas_px", "background", "text", "classes",
@@ -77,6 +126,11 @@ class _Parser:
 
     def fail(self, key: str, reason: str) -> RegionSpecError:
         return RegionSpecError(self.path, key, reason)
+
+    def at_most(self, items: Any, limit: int, key: str, what: str) -> None:
+        """Refuse more than `limit` items (the MAX_* bounds of this module)."""
+        if len(items) > limit:
+            raise self.fail(key, f"{len(items):,} {what}; a region spec may have at most {limit:,}")
 
     # -- typed getters -------------------------------------------------------------------
     def get(self, table: dict, key: str, where: str, typ: type | tuple, default: Any = ...) -> Any:
@@ -144,6 +198,13 @@ class _Parser:
         raise self.fail(key, f"font {value!r} not found (shipped: {', '.join(shipped)}; "
                              f"or a path relative to the spec)")
 
+    def fonts(self, value: Any, key: str) -> tuple[Path, ...]:
+        """One font, or a list of fonts of which each plate draws one (typeface variety)."""
+        names = value if isinstance(value, list) else [value]
+        if not names or len(names) > MAX_FONTS:
+            raise self.fail(key, f"expected a font or a list of 1 to {MAX_FONTS} fonts, got {value!r}")
+        return tuple(self.font(v, key) for v in names)
+
     # -- sections -------------------------------------------------------------------------
     def parse(self) -> RegionSpec:
         d = self.data
@@ -159,21 +220,25 @@ class _Parser:
                 or min(canvas) < CANVAS_MULTIPLE or any(x % CANVAS_MULTIPLE for x in canvas)):
             raise self.fail("canvas_px", f"expected [H, W], positive multiples of {CANVAS_MULTIPLE}, "
                                          f"got {canvas!r}")
+        if max(canvas) > MAX_CANVAS_SIDE or canvas[0] * canvas[1] > MAX_CANVAS_PIXELS:
+            raise self.fail("canvas_px", f"{canvas[0]}x{canvas[1]} px is too large for a plate canvas: at most "
+                                         f"{MAX_CANVAS_SIDE} px a side and {MAX_CANVAS_PIXELS:,} px in all")
         text = self.get(d, "text", "", dict)
         self.unknown(text, {"colors", "font"}, "text")
         text_colors = self.get(text, "colors", "text", list)
         if not text_colors:
             raise self.fail("text.colors", "needs at least one colour")
+        self.at_most(text_colors, MAX_COLORS, "text.colors", "colours")
         text_colors = tuple(self.color(c, "text.colors") for c in text_colors)
-        default_font = self.font(self.get(text, "font", "text", str), "text.font")
-        classes = self.parse_classes(default_font)
+        default_fonts = self.fonts(self.get(text, "font", "text", (str, list)), "text.font")
+        classes = self.parse_classes(default_fonts)
         separators = self.parse_separators()
         clash = {c.key for c in classes} & {s.key for s in separators}
         if clash:
             raise self.fail("separators", f"keys also used as classes: {sorted(clash)}")
         rows = self.parse_rows(size)
         backgrounds, border_color, border_mm = self.parse_background()
-        bands = self.parse_bands(size, default_font)
+        bands = self.parse_bands(size, default_fonts[0])
         spec = RegionSpec(
             name=name, description=self.get(d, "description", "", str, ""), source=self.path,
             size_mm=size, canvas=(canvas[0], canvas[1]), backgrounds=backgrounds,
@@ -184,11 +249,12 @@ class _Parser:
         self.check_layouts(spec)
         return spec
 
-    def parse_classes(self, default_font: Path) -> tuple[CharClass, ...]:
+    def parse_classes(self, default_fonts: tuple[Path, ...]) -> tuple[CharClass, ...]:
         table = self.get(self.data, "classes", "", dict)
         if not table:
             raise self.fail("classes", "needs at least one character class")
-        out = []
+        self.at_most(table, MAX_CLASSES, "classes", "character classes")
+        out, total = [], 0
         for key, value in table.items():
             where = f"classes.{key}"
             if key == "/" or any(ch.isspace() for ch in key):
@@ -199,21 +265,28 @@ class _Parser:
                 raise self.fail(where, f"expected a string of characters or a table, got {value!r}")
             self.unknown(value, {"chars", "font", "fit", "width_mm"}, where)
             chars = self.get(value, "chars", where, str)
+            self.at_most(chars, MAX_CLASS_CHARS, f"{where}.chars", "characters")
             if not chars or any(ch.isspace() for ch in chars) or len(set(chars)) != len(chars):
                 raise self.fail(f"{where}.chars", f"needs distinct non-space characters, got {chars!r}")
-            font = self.font(value["font"], f"{where}.font") if "font" in value else default_font
+            total += len(chars)
+            if total > MAX_CHARS:
+                raise self.fail(f"{where}.chars", f"the classes hold more than {MAX_CHARS:,} characters in all, "
+                                                  f"the most a region spec may have")
+            fonts = self.fonts(value["font"], f"{where}.font") if "font" in value else default_fonts
             fit = self.get(value, "fit", where, str, "height")
             if fit not in FIT_MODES:
                 raise self.fail(f"{where}.fit", f"expected one of {FIT_MODES}, got {fit!r}")
             width = self.positive(value, "width_mm", where, None)
-            missing = missing_glyphs(font, chars)
-            if missing:
-                raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
-            out.append(CharClass(key=key, chars=chars, font=font, fit=fit, width_mm=width))
+            for font in fonts:
+                missing = missing_glyphs(font, chars)
+                if missing:
+                    raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
+            out.append(CharClass(key=key, chars=chars, font=fonts[0], fit=fit, width_mm=width, fonts=fonts))
         return tuple(out)
 
     def parse_separators(self) -> tuple[Separator, ...]:
         table = self.get(self.data, "separators", "", dict, {})
+        self.at_most(table, MAX_SEPARATORS, "separators", "separators")
         out = []
         for key, value in table.items():
             where = f"separators.{key}"
@@ -232,6 +305,7 @@ class _Parser:
         rows = self.get(self.data, "rows", "", list)
         if not rows:
             raise self.fail("rows", "needs at least one text row")
+        self.at_most(rows, MAX_ROWS, "rows", "text rows")
         out = []
         for i, r in enumerate(rows):
             where = f"rows[{i}]"
@@ -261,6 +335,7 @@ class _Parser:
         colors = self.get(bg, "colors", "background", list)
         if not colors:
             raise self.fail("background.colors", "needs at least one colour or [top, bottom] pair")
+        self.at_most(colors, MAX_COLORS, "background.colors", "colours")
         pairs = []
         for c in colors:
             pair = [c, c] if isinstance(c, str) else c
@@ -277,7 +352,9 @@ class _Parser:
 
     def parse_bands(self, size: tuple[float, float], default_font: Path) -> tuple[Band, ...]:
         out = []
-        for i, b in enumerate(self.get(self.data, "bands", "", list, [])):
+        bands = self.get(self.data, "bands", "", list, [])
+        self.at_most(bands, MAX_BANDS, "bands", "bands")
+        for i, b in enumerate(bands):
             where = f"bands[{i}]"
             if not isinstance(b, dict):
                 raise self.fail(where, "expected a table")
@@ -288,6 +365,11 @@ class _Parser:
             texts = self.get(b, "texts", where, list, [])
             if not all(isinstance(t, str) for t in texts):
                 raise self.fail(f"{where}.texts", "expected a list of strings")
+            self.at_most(texts, MAX_BAND_TEXTS, f"{where}.texts", "texts")
+            long = [t for t in texts if len(t) > MAX_BAND_TEXT_LEN]
+            if long:
+                raise self.fail(f"{where}.texts", f"a text of {len(long[0]):,} characters; band texts may have at "
+                                                  f"most {MAX_BAND_TEXT_LEN}")
             font = self.font(b["font"], f"{where}.font") if "font" in b else default_font
             missing = missing_glyphs(font, "".join(texts).replace(" ", ""))
             if missing:
@@ -306,6 +388,7 @@ class _Parser:
         pats = self.get(self.data, "patterns", "", list)
         if not pats:
             raise self.fail("patterns", "needs at least one pattern")
+        self.at_most(pats, MAX_PATTERNS, "patterns", "patterns")
         known = {c.key for c in classes} | {s.key for s in separators}
         out = []
         for i, p in enumerate(pats):
@@ -316,7 +399,10 @@ class _Parser:
                 raise self.fail(where, "expected a pattern string or a table {pattern, weight}")
             self.unknown(p, {"pattern", "weight"}, where)
             tokens = tuple(self.get(p, "pattern", where, str).split())
+            self.at_most(tokens, MAX_TOKENS, f"{where}.pattern", "tokens")
             weight = self.positive(p, "weight", where, 1.0)
+            if weight > MAX_WEIGHT:
+                raise self.fail(f"{where}.weight", f"must be <= {MAX_WEIGHT:g} (weights are relative), got {weight:g}")
             bad = [t for t in tokens if t != "/" and t not in known]
             if bad:
                 raise self.fail(f"{where}.pattern", f"unknown tokens {bad} (classes and separators: "

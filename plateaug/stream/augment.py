@@ -69,12 +69,28 @@ def _preset(name: str) -> nn.Module | None:
 
 def resolve(augment: str | nn.Module | None) -> nn.Module | None:
     """A preset name, a user kornia AugmentationSequential (data_keys input + keypoints), or None."""
-    if augment is None or isinstance(augment, nn.Module):
+    if augment is None:
         return augment
+    if isinstance(augment, nn.Module):
+        return _check_user_augment(augment)
     if isinstance(augment, str):
         return _preset(augment)
     raise TypeError(f"augment must be a preset name {PRESETS}, a kornia AugmentationSequential or None, "
                     f"got {type(augment).__name__}")
+
+
+def _check_user_augment(aug: nn.Module) -> nn.Module:
+    """A user module must be a kornia AugmentationSequential over exactly (input, keypoints): the
+    stream calls it as aug(images, points) and moves the labels with the returned points."""
+    expected = "a kornia.augmentation.AugmentationSequential(..., data_keys=['input', 'keypoints'])"
+    if not isinstance(aug, K.AugmentationSequential):
+        raise TypeError(f"augment must be a preset name {PRESETS}, None, or {expected}; got a "
+                        f"{type(aug).__module__}.{type(aug).__name__} module")
+    keys = [getattr(k, "name", str(k)).lower() for k in (aug.data_keys or [])]
+    if keys not in (["image", "keypoints"], ["input", "keypoints"]):
+        raise ValueError(f"augment: the AugmentationSequential has data_keys {keys or None}; the stream needs "
+                         f"{expected} so character boxes and corners move with the pixels")
+    return aug
 
 
 def boxes_to_corners(boxes: torch.Tensor) -> torch.Tensor:

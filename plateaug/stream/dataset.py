@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from ..generator.backends import Backend, resolve_generator
+from ..generator.backends import Backend, GeneratorOutputError, check_output, describe_generator, resolve_generator
 from ..models.contract import generator_input
 from ..renderer.draw import render
 from ..renderer.spec import RegionSpec
@@ -24,13 +24,16 @@ from . import seeding
 from .augment import augment as apply_augment
 from .augment import corners_to_boxes, resolve
 from .collate import wrap_boxes
-from .scene import FolderBackgrounds, compose, place_plates, procedural_backgrounds
+from .framing import Framing, frame, resolve_framing
+from .scene import FolderBackgrounds, augment_scenes, compose, place_plates, procedural_backgrounds
 
 MODES = ("crop", "scene")
 DEFAULT_SIZE = {"crop": (64, 256), "scene": (384, 640)}
 TEXTURE = (96, 288)  # plates are resampled to this before being warped into scenes
 PLATE_LABEL = 1  # detection class id of "licence plate" (0 is background)
 CPU_CHUNK = 32  # plates per generator call on the CPU
+DEVICE_TYPES = ("cpu", "cuda")  # the renderer, ONNX Runtime binding and augmentation run on these
+MAX_REGION_WEIGHT = 1e6  # region weights are relative; bounded so their sum stays finite
 
 
 @dataclass
@@ -75,7 +78,8 @@ class PlateGANStream(IterableDataset):
                  device: str | torch.device = "cpu", seed: int | None = None,
                  generator: str | Path | Backend | None = "onnx", augment: str | nn.Module | None = "light",
                  length: int | None = None, backgrounds: str | Path | None = None,
-                 plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64):
+                 plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
+                 framing: str | Framing | None = "detector"):
         super().__init__()
         self.specs, self.weights = _resolve_regions(regions)
         if mode not in MODES:
@@ -98,6 +102,8 @@ class PlateGANStream(IterableDataset):
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise ValueError(f"device {device!r} is not a torch device ({e})") from None
+        if self.device.type not in DEVICE_TYPES:
+            raise ValueError(f"device {str(device)!r} is not supported: PlateGANStream runs on 'cpu' or 'cuda[:N]'")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -105,7 +111,8 @@ class PlateGANStream(IterableDataset):
         self.seed = seeding.fresh_seed() if seed is None else seed
         self.generator = _check_generator(generator)
         self.augment = resolve(augment)
-        self.backgrounds = FolderBackgrounds(backgrounds) if backgrounds is not None else None
+        self.framing = resolve_framing(framing)
+        self.backgrounds = FolderBackgrounds(_check_backgrounds(backgrounds)) if backgrounds is not None else None
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
         self._index = {ch: i + 1 for i, ch in enumerate(self.charset)}
         self.epoch = 0
@@ -175,12 +182,13 @@ class PlateGANStream(IterableDataset):
         S = max(s.max_len for s in self.specs)
         images, boxes, texts, regions, aspects = [], [], [], [], []
         backend = self.backend()
+        ranges: list[torch.Tensor] = []  # (min, max) of every generator call, read back once below
         for spec, k in zip(self.specs, counts):
             if k == 0:
                 continue
             plates = render(spec, sample_text(spec, k, g), self.device)
             h, w = plates.images.shape[-2:]
-            img = torch.cat([self._translate(c, backend, size) for c in plates.images.split(self._step)])
+            img = torch.cat([self._translate(c, backend, size, ranges) for c in plates.images.split(self._step)])
             scale = torch.tensor([size[1] / w, size[0] / h] * 2, device=self.device)
             cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
             images.append(img.clamp(0, 1))
@@ -188,6 +196,8 @@ class PlateGANStream(IterableDataset):
             texts += plates.texts
             regions += [spec.name] * k
             aspects += [spec.size_mm[0] / spec.size_mm[1]] * k
+        if ranges:
+            self._check_finite(torch.stack(ranges), backend)
         perm = torch.randperm(n, generator=g)
         images = torch.cat(images)[perm.to(self.device)]
         boxes = torch.cat(boxes)[perm.to(self.device)]
@@ -201,17 +211,40 @@ class PlateGANStream(IterableDataset):
         the whole region batch on a GPU."""
         return CPU_CHUNK if self.device.type == "cpu" else 1 << 30
 
-    def _translate(self, clean: torch.Tensor, backend: Backend | None, size: tuple[int, int]) -> torch.Tensor:
-        """Clean renders (k, 3, h, w) -> generated plates resized to `size`, (k, 3, *size)."""
-        img = clean if backend is None else backend(generator_input(clean)).to(self.device, torch.float32)
+    def _translate(self, clean: torch.Tensor, backend: Backend | None, size: tuple[int, int],
+                   ranges: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Clean renders (k, 3, h, w) -> generated plates resized to `size`, (k, 3, *size). The
+        generator's output type, shape and dtype are checked here (metadata only); its (min, max)
+        is appended to `ranges` on the device, for one finiteness check per batch."""
+        img = clean
+        if backend is not None:
+            condition = generator_input(clean)
+            out = backend(condition)
+            check_output(out, condition, describe_generator(self.generator, backend))
+            img = out.to(self.device, torch.float32)
+            if ranges is not None:
+                ranges.append(torch.stack(torch.aminmax(img)))  # NaN and inf propagate to min/max
         return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def _check_finite(self, ranges: torch.Tensor, backend: Backend) -> None:
+        """(calls, 2) generator output (min, max) on the device: one host sync per batch."""
+        if not bool(torch.isfinite(ranges).all()):
+            lo, hi = ranges[:, 0].min().item(), ranges[:, 1].max().item()
+            bad = ranges[~torch.isfinite(ranges).all(1)]
+            raise GeneratorOutputError(
+                f"{describe_generator(self.generator, backend)} returned non-finite values (NaN or inf) in "
+                f"{len(bad)} of {len(ranges)} calls (min {lo}, max {hi}); expected RGB in [0, 1]. Nothing "
+                f"of this batch was kept.")
 
     def _crops(self, n: int, g: torch.Generator, seed: int) -> Batch:
         H, W = self.image_size
-        images, boxes, texts, regions, _ = self._plates(n, g, self.image_size)
+        images, boxes, texts, regions, aspects = self._plates(n, g, self.image_size)
         valid = boxes.abs().sum(-1) > 0  # (n, S)
-        corners = torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32,
-                               device=self.device).expand(n, 4, 2)
+        if self.framing is None:  # "tight": the plate is the whole crop
+            corners = torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32,
+                                   device=self.device).expand(n, 4, 2)
+        else:
+            images, boxes, corners = frame(images, boxes, aspects, self.framing, g)
         images, boxes, corners = apply_augment(self.augment, images, boxes, corners, valid, seed)
         return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
 
@@ -235,8 +268,9 @@ class PlateGANStream(IterableDataset):
         packed_valid[owner, k] = valid
         packed_corners = corners.new_zeros(n, K, 4, 2)
         packed_corners[owner, k] = corners
-        scenes, pcb, pcorners = apply_augment(self.augment, scenes, packed_cb.view(n, K * S, 4),
-                                              packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
+        # (re-augmenting a scene whose plates the augmentation moved off the image: plates stay whole)
+        scenes, pcb, pcorners = augment_scenes(self.augment, scenes, packed_cb.view(n, K * S, 4),
+                                               packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
         return Batch(scenes, texts, regions, cb, valid, corners, owner.to(self.device))
@@ -289,6 +323,17 @@ def _check_generator(generator):
     return generator
 
 
+def _check_backgrounds(backgrounds) -> Path:
+    """`backgrounds` must name a folder of images (the folder's contents are checked by FolderBackgrounds)."""
+    if not isinstance(backgrounds, (str, Path)):
+        raise TypeError(f"backgrounds must be a path to a folder of images or None, got {type(backgrounds).__name__}")
+    path = Path(backgrounds)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"backgrounds must be a folder of images, but {path} is a file; put your background "
+                                 f"images in a folder and pass backgrounds=FOLDER")
+    return path
+
+
 def _resolve_regions(regions) -> tuple[list[RegionSpec], torch.Tensor]:
     """None -> every shipped region, equal weights; a name/path; a list; or {name: weight}."""
     if regions is None:
@@ -304,9 +349,16 @@ def _resolve_regions(regions) -> tuple[list[RegionSpec], torch.Tensor]:
     if not items:
         raise ValueError("regions is empty: name at least one region")
     specs, weights = [], []
-    for r, w in items:
-        if not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+    for i, (r, w) in enumerate(items):
+        if not isinstance(r, (str, Path, RegionSpec)):
+            where = f"regions key {r!r}" if isinstance(regions, dict) else f"regions[{i}]"
+            raise TypeError(f"{where} must be a shipped region name, a path to a .toml spec or a RegionSpec, "
+                            f"got {type(r).__name__} {r!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
             raise ValueError(f"region weight for {r!r} must be > 0, got {w!r}")
+        if w > MAX_REGION_WEIGHT:
+            raise ValueError(f"region weight for {r!r} must be <= {MAX_REGION_WEIGHT:g} (weights are relative), "
+                             f"got {w!r}")
         specs.append(load_region(r))
         weights.append(float(w))
     return specs, torch.tensor(weights, dtype=torch.float64)
