@@ -49,6 +49,7 @@ def test_framed_character_boxes_enclose_the_ink_and_sit_inside_the_plate(write_s
     stream = PlateGANStream(regions=write_spec(FLAT_SPEC), generator=None, augment="none", framing=framing,
                             seed=5, batch_size=12, image_size=(64, 192))
     images, targets = next(iter(stream))
+    assert 0 <= images.min() and images.max() <= 1
     for img, t in zip(images, targets):
         quad = t["corners"][0]
         assert (quad >= 0).all() and (quad[:, 0] <= 192).all() and (quad[:, 1] <= 64).all()

@@ -118,4 +118,4 @@ def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor,
     backgrounds = procedural_backgrounds(N, (H, W), g).to(plates.device)
     ones = torch.ones(N, dtype=torch.int64)
     crops, boxes, corners = compose(backgrounds, plates, (H, W), char_boxes, ones, quads)
-    return low_resolution(crops, framing, g), boxes, corners
+    return low_resolution(crops, framing, g).clamp_(0, 1), boxes, corners  # warps can overshoot by rounding
