@@ -2,6 +2,7 @@
 pix2pix GAN on the device, as a drop-in torch IterableDataset."""
 
 from ._version import __version__
+from .generator.backends import GeneratorOutputError
 from .generator.onnx_export import ExportReport, ExportVerificationError, export_onnx
 from .generator.onnx_runtime import OnnxGenerator
 from .generator.torch_generator import TorchGenerator
@@ -17,7 +18,8 @@ from .stream.framing import Framing
 
 __all__ = [
     "__version__",
-    "ExportReport", "ExportVerificationError", "Framing", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
+    "ExportReport", "ExportVerificationError", "Framing", "GeneratorOutputError",
+    "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
     "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
     "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
     "render", "sample_text",
