@@ -3,6 +3,16 @@
 Example:
     python -m plateaug.train --real ../shared/data/real-plates --out runs/default --epochs 60
     python -m plateaug.train --resume runs/default          # continue exactly where it stopped
+    python -m plateaug.train --resume runs/default --epochs 150   # ... and change the run's length
+
+--resume RUN_DIR reads RUN_DIR/last.pt and writes to RUN_DIR only (also when RUN_DIR is a copy).
+It takes --epochs, --max-minutes, --device, --threads and --no-progress; the options that define
+the run (data, model, optimiser, seed, canvases) come from the checkpoint and are refused.
+--epochs N sets the run's total to N epochs (more or fewer, not below those already started);
+the LR schedule (constant, then linear decay to 0 over the second half) is recomputed for the new
+total: from here on each step gets the learning rate a run started with --epochs N would have
+had, steps already taken keep theirs. So extending a run during its first half equals having
+started it with N; extending a run whose LR has decayed raises the LR again.
 """
 
 from __future__ import annotations
@@ -29,6 +39,12 @@ def _canvas(s: str) -> tuple[str, list[int]]:
     return region, [h, w]
 
 
+# Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
+_RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
+                 "min_per_group", "regions", "canvas")
+_UNSET = object()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plateaug.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="run folder: checkpoints, log.jsonl, samples/, summary.json")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     ap.add_argument("--generator", default="unet_s", choices=sorted(GENERATORS))
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=100,
+                    help="epochs in the run (default 100); with --resume: the run's new total (see above)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--l1-weight", type=float, default=100.0, help="lambda of the L1 term (pix2pix: 100)")
@@ -52,7 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    # parse into a namespace holding a marker, so options given (even at their default) can be told
+    # from options left out; "canvas" appends to a list, given when the list is not empty
+    fixed = [a for a in ap._actions if a.dest in _RUN_DEFINING]
+    args = ap.parse_args(argv, argparse.Namespace(**{a.dest: _UNSET for a in fixed if a.dest != "canvas"},
+                                                  epochs=_UNSET))
+    given = [a for a in fixed if getattr(args, a.dest) is not _UNSET and (a.dest != "canvas" or args.canvas)]
+    for a in fixed:
+        if getattr(args, a.dest) is _UNSET:
+            setattr(args, a.dest, a.default)
+    epochs_given = args.epochs is not _UNSET
+    if not epochs_given:
+        args.epochs = ap.get_default("epochs")
+    if args.resume and given:
+        ap.error(f"--resume takes the run's settings from its checkpoint; "
+                 f"{', '.join(a.option_strings[0] for a in given)} cannot be changed (only --epochs can)")
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
@@ -66,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     try:
         if args.resume:
-            trainer = resume(args.resume, args.device, args.max_minutes, not args.no_progress)
+            if epochs_given and args.epochs < 1:
+                ap.error("--epochs must be >= 1")
+            trainer = resume(args.resume, args.device, args.max_minutes, not args.no_progress,
+                             epochs=args.epochs if epochs_given else None)
         else:
             if not args.real or not args.out:
                 ap.error("--real and --out are required (or --resume RUN_DIR)")

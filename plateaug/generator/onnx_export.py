@@ -100,7 +100,7 @@ def _load(checkpoint_or_model: dict | str | Path | nn.Module) -> tuple[nn.Module
         source = f"checkpoint {ckpt}"
         ckpt = load_checkpoint(ckpt)  # FileNotFoundError / ValueError naming the path
     try:
-        model = generator_from_checkpoint(ckpt)
+        model = generator_from_checkpoint(ckpt, source=source)  # ValueError naming missing keys
     except (KeyError, TypeError, RuntimeError) as e:
         raise ValueError(f"{source} holds no usable generator ({type(e).__name__}: {e})") from None
     return model.float().eval(), ckpt

@@ -9,16 +9,24 @@ from torch import nn
 
 from ..models import UNetGenerator, generator_input
 from ..models.contract import IN_CHANNELS, check_images
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, require_keys
 
 
-def generator_from_checkpoint(ckpt: dict | str | Path, ema: bool = True) -> UNetGenerator:
-    """The generator of a plateaug checkpoint (EMA weights by default), in eval mode."""
+def generator_from_checkpoint(ckpt: dict | str | Path, ema: bool = True, source: str | None = None) -> UNetGenerator:
+    """The generator of a plateaug checkpoint (EMA weights by default), in eval mode; errors name
+    `source` (default: the path, or "checkpoint dict")."""
     if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
+        source = source or f"checkpoint {ckpt}"
+        ckpt = load_checkpoint(ckpt)  # weights_only: a file that would run code is refused
+    source = source or "checkpoint dict"
+    weights = "ema_state_dict" if ema else "state_dict"
+    require_keys(ckpt, ("generator.config", f"generator.{weights}"), source, "holds no usable generator")
     g = ckpt["generator"]
-    model = UNetGenerator(**g["config"])
-    model.load_state_dict(g["ema_state_dict"] if ema else g["state_dict"])
+    try:
+        model = UNetGenerator(**g["config"])
+        model.load_state_dict(g[weights])
+    except (TypeError, RuntimeError) as e:  # unknown config fields, weights of another shape
+        raise ValueError(f"{source} holds no usable generator ({type(e).__name__}: {e})") from None
     return model.eval()
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..generator.checkpoint import FORMAT, atomic_save, load_checkpoint
+from ..generator.checkpoint import FORMAT, TRAINING_KEYS, atomic_save, load_checkpoint, plain, require_keys
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
 from ..writers.sheet import contact_sheet
 from .realdata import RealGroup, RealSet, load_real
@@ -100,7 +100,7 @@ class Trainer:
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
         return {
-            "format": FORMAT, "config": asdict(self.cfg),
+            "format": FORMAT, "config": plain(asdict(self.cfg)),  # plain types: loads with weights_only=True
             "generator": {"name": self.cfg.generator, "config": self.G.config, "state_dict": self.G.state_dict(),
                           "ema_state_dict": self.G_ema.state_dict()},
             "discriminator": {"config": self.D.config, "state_dict": self.D.state_dict()},
@@ -216,7 +216,7 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        (self.out / "config.json").write_text(json.dumps(plain(asdict(cfg)), indent=1))
         sizes = {k: len(v.images) for k, v in self.data.train.items()}
         steps_per_epoch = len(epoch_plan(sizes, 0, cfg))
         total_steps = steps_per_epoch * cfg.epochs
@@ -285,11 +285,35 @@ def _step_of(line: str) -> float:
 
 
 def resume(run_dir: str | Path, device: str = "cpu", max_minutes: float | None = None,
-           progress: bool = True) -> Trainer:
-    """Rebuild a Trainer from RUN_DIR/last.pt, exactly where it stopped."""
-    ckpt = load_checkpoint(Path(run_dir) / "last.pt")
+           progress: bool = True, epochs: int | None = None) -> Trainer:
+    """Rebuild a Trainer from RUN_DIR/last.pt, exactly where it stopped. It writes to RUN_DIR
+    only (not to the `out` stored in the checkpoint: RUN_DIR may be a copy, or the run may have
+    been started from another directory).
+
+    `epochs` changes the run's total (longer or shorter, but not below the epochs already
+    started). The LR schedule is a function of (step, total steps), so from here on each step
+    gets the learning rate a run started with `epochs` would have had; steps already taken keep
+    theirs. Extending a run still in its constant-LR first half therefore equals a run started
+    with `epochs`; extending a run whose LR has decayed raises it again (lr * min(1, 2(1 - step/total)))."""
+    path = Path(run_dir) / "last.pt"
+    ckpt = require_keys(load_checkpoint(path), TRAINING_KEYS, f"checkpoint {path}",
+                         "cannot be used to resume training")
     c = dict(ckpt["config"])
     c["regions"] = tuple(c["regions"]) if c.get("regions") else None
-    t = Trainer(TrainConfig(**c), device=device, max_minutes=max_minutes, progress=progress)
-    t.load_state(ckpt)
+    c["out"] = str(run_dir)
+    if epochs is not None:
+        started = ckpt["epoch"] + (1 if ckpt["step_in_epoch"] else 0)
+        if epochs < max(started, 1):
+            raise ValueError(f"--epochs {epochs} is below the {started} epoch(s) {run_dir} has already started; "
+                             f"use --epochs {max(started, 1)} or more")
+        c["epochs"] = epochs
+    try:
+        cfg = TrainConfig(**c)
+    except TypeError as e:  # fields of another version
+        raise ValueError(f"checkpoint {path} has a config this version cannot use ({e})") from None
+    t = Trainer(cfg, device=device, max_minutes=max_minutes, progress=progress)
+    try:
+        t.load_state(ckpt)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # weights or optimiser state of another model
+        raise ValueError(f"checkpoint {path} does not fit its own config ({type(e).__name__}: {e})") from None
     return t
