@@ -13,7 +13,11 @@ from kornia.geometry.transform import get_perspective_transform, warp_perspectiv
 from PIL import Image, UnidentifiedImageError
 
 from ..training.realdata import IMAGE_SUFFIXES
+from . import seeding
+from .augment import augment as apply_augment
 from .augment import boxes_to_corners, corners_to_boxes
+
+AUGMENT_TRIES = 4  # augmentations tried per scene before it is left unaugmented (see augment_scenes)
 
 
 def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
@@ -99,7 +103,12 @@ def place_plates(counts: torch.Tensor, aspects: torch.Tensor, size: tuple[int, i
                  g: torch.Generator) -> torch.Tensor:
     """Destination quads (N, 4, 2) for plates in scenes: scene b gets counts[b] plates side by
     side in its own vertical strips (no overlaps), each with random size, position, tilt and
-    perspective. aspects: (N,) width / height of each plate, in scene order."""
+    perspective. aspects: (N,) width / height of each plate, in scene order.
+
+    Every corner lies inside the image (by a margin of up to a pixel): a tilted, perspective-
+    jittered quad that would not fit its strip or the image height is shrunk until it does, so a
+    plate is never cut off and its full text and character boxes are true. (Plates partly outside
+    the image are not offered.)"""
     H, W = size
     strips = torch.repeat_interleave(counts, counts).float()  # (N,) plates in the plate's scene
     k = torch.cat([torch.arange(int(c)) for c in counts]).float()  # (N,) position in its scene
@@ -110,13 +119,22 @@ def place_plates(counts: torch.Tensor, aspects: torch.Tensor, size: tuple[int, i
     ph = pw / aspects
     ph = torch.minimum(ph, torch.full_like(ph, H * 0.5))
     pw = ph * aspects
-    cx = k * strip_w + pw / 2 + torch.rand(N, generator=g) * (strip_w - pw)
-    cy = ph / 2 + torch.rand(N, generator=g) * (H - ph)
+    ux, uy = torch.rand(N, generator=g), torch.rand(N, generator=g)  # where in the room left
     half = torch.stack([-pw / 2, -ph / 2, pw / 2, -ph / 2, pw / 2, ph / 2, -pw / 2, ph / 2], 1).view(N, 4, 2)
     ang = (torch.rand(N, generator=g) - 0.5) * 0.25  # radians, about +-7 degrees
     rot = torch.stack([torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)], 1).view(N, 2, 2)
     quad = half @ rot.transpose(1, 2)
     quad = quad + (torch.rand(N, 4, 2, generator=g) - 0.5) * 0.12 * pw[:, None, None]  # perspective
+    # fit the quad's extent into its strip and the image height, less a margin, then place it
+    margin = (torch.minimum(strip_w, torch.full_like(strip_w, float(H))) / 16).clamp(max=1.0)
+    lo, hi = quad.amin(1), quad.amax(1)  # (N, 2) extent around the centre
+    room = torch.stack([strip_w - 2 * margin, H - 2 * margin], 1)
+    shrink = (room / (hi - lo)).amin(1).clamp(max=1.0)
+    quad, lo, hi = quad * shrink[:, None, None], lo * shrink[:, None], hi * shrink[:, None]
+    x0, x1 = k * strip_w + margin - lo[:, 0], (k + 1) * strip_w - margin - hi[:, 0]
+    y0, y1 = margin - lo[:, 1], H - margin - hi[:, 1]
+    cx = x0 + ux * (x1 - x0).clamp(min=0)
+    cy = y0 + uy * (y1 - y0).clamp(min=0)
     return quad + torch.stack([cx, cy], 1)[:, None, :]
 
 
@@ -153,3 +171,34 @@ def compose(backgrounds: torch.Tensor, plates: torch.Tensor, src_size: tuple[int
     valid = (char_boxes.to(dev).abs().sum(-1, keepdim=True) > 0)
     boxes = corners_to_boxes(pts.view(N, S, 4, 2), Ws, Hs) * valid
     return out, boxes, quads.to(dev)
+
+
+def augment_scenes(aug, scenes: torch.Tensor, char_boxes: torch.Tensor, corners: torch.Tensor, valid: torch.Tensor,
+                   seed: int, tries: int = AUGMENT_TRIES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`augment` for whole scenes, keeping every plate inside the image: a scene in which the
+    augmentation moved a plate corner out of the image is augmented again with another seed
+    (derived from `seed`, so still reproducible), and left unaugmented if none of `tries` keeps
+    all its plates whole. Arguments as for `augment`; corners (B, 4K, 2) hold K plate
+    quadrilaterals per scene, all-zero rows for absent plates."""
+    if aug is None:
+        return scenes, char_boxes, corners
+    B, _, H, W = scenes.shape
+    present = corners.view(B, -1, 4, 2).abs().sum((-1, -2)) > 0  # (B, K) plates that exist
+
+    def whole(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # (b, 4K, 2) -> (b,): all plates inside
+        x, y = c[..., 0], c[..., 1]
+        inside = ((x >= 0) & (x <= W) & (y >= 0) & (y <= H)).view(len(c), -1, 4).all(-1)
+        return (inside | ~present[rows]).all(-1)
+
+    out, cb, co = scenes.clone(), char_boxes.clone(), corners.clone()
+    idx = torch.arange(B, device=scenes.device)  # scenes still to augment
+    for attempt in range(tries):
+        a_img, a_cb, a_co = apply_augment(aug, scenes[idx], char_boxes[idx], corners[idx], valid[idx],
+                                          seed if attempt == 0 else seeding.mix(seed, attempt))
+        ok = whole(a_co, idx)
+        done = idx[ok]
+        out[done], cb[done], co[done] = a_img[ok], a_cb[ok], a_co[ok]
+        idx = idx[~ok]
+        if len(idx) == 0:
+            break
+    return out, cb, co  # scenes left in idx keep their unaugmented pixels and labels
