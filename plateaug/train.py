@@ -41,7 +41,7 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
-                 "min_per_group", "regions", "canvas")
+                 "min_per_group", "regions", "canvas", "render_weight", "structure_weight")
 _UNSET = object()
 
 
@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--l1-weight", type=float, default=100.0, help="lambda of the L1 term (pix2pix: 100)")
+    ap.add_argument("--render-weight", type=float, default=0.0,
+                    help="weight of the unpaired term: the generator also translates clean renders of each "
+                         "region's spec, judged against that region's real crops (0 = off)")
+    ap.add_argument("--structure-weight", type=float, default=10.0,
+                    help="with --render-weight: keeps translated renders' characters in place (default 10)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")
     ap.add_argument("--min-per-group", type=int, default=128, help="repeat small regions up to this per epoch")
@@ -109,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(real=args.real, out=args.out, labels=args.labels, generator=args.generator,
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               l1_weight=args.l1_weight, seed=args.seed, val_percent=args.val_percent,
-                              min_per_group=args.min_per_group,
+                              min_per_group=args.min_per_group, render_weight=args.render_weight,
+                              structure_weight=args.structure_weight,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)

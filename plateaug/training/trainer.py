@@ -21,9 +21,10 @@ from ..generator.checkpoint import FORMAT, TRAINING_KEYS, atomic_save, load_chec
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
 from ..writers.sheet import contact_sheet
 from .realdata import RealGroup, RealSet, load_real
+from .unpaired import RENDER_SPECS, judge_image, render_batch, structure_loss
 
 # Real-data region -> shipped spec whose renders go on the sample sheet next to the real crops.
-PREVIEW_SPECS = {"us": "us", "br": "br_old", "eu": "eu_sk", "cn": "cn_blue"}
+PREVIEW_SPECS = RENDER_SPECS
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TrainConfig:
     ema: float = 0.999  # exponential moving average of generator weights (what ships)
     regions: tuple[str, ...] | None = None
     canvases: dict = field(default_factory=dict)  # region -> [H, W] overrides
+    render_weight: float = 0.0  # unpaired term on renders (training/unpaired.py); 0 = pix2pix on real crops only
+    structure_weight: float = 10.0  # keeps the characters of translated renders where the render put them
 
 
 def _seed(*parts: int) -> int:
@@ -89,6 +92,10 @@ class Trainer:
             p.requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        # image-only discriminator for translated renders vs real crops (the unpaired term)
+        self.D_r = PatchDiscriminator(in_ch=3).to(self.device) if cfg.render_weight > 0 else None
+        self.opt_dr = (torch.optim.Adam(self.D_r.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+                       if self.D_r is not None else None)
         self.epoch, self.step_in_epoch, self.global_step, self.elapsed = 0, 0, 0, 0.0
         self.val_history: list[dict] = []
         canvases = {k: tuple(v) for k, v in cfg.canvases.items()}
@@ -105,6 +112,8 @@ class Trainer:
                           "ema_state_dict": self.G_ema.state_dict()},
             "discriminator": {"config": self.D.config, "state_dict": self.D.state_dict()},
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            **({"render_discriminator": {"config": self.D_r.config, "state_dict": self.D_r.state_dict()},
+                "opt_dr": self.opt_dr.state_dict()} if self.D_r is not None else {}),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "elapsed_s": self.elapsed, "val_history": self.val_history,
             "canvases": {k: list(v.images.shape[-2:]) for k, v in self.data.train.items()},
@@ -120,6 +129,9 @@ class Trainer:
         self.D.load_state_dict(ckpt["discriminator"]["state_dict"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
+        if self.D_r is not None:
+            self.D_r.load_state_dict(ckpt["render_discriminator"]["state_dict"])
+            self.opt_dr.load_state_dict(ckpt["opt_dr"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.global_step, self.elapsed = ckpt["global_step"], ckpt["elapsed_s"]
         self.val_history = ckpt["val_history"]
@@ -142,9 +154,11 @@ class Trainer:
         """Constant for the first half, then linear decay to 0 (pix2pix schedule)."""
         return self.cfg.lr * min(1.0, 2.0 * (1.0 - progress))
 
-    def train_step(self, real: torch.Tensor, g: torch.Generator, lr: float) -> dict[str, float]:
+    def train_step(self, real: torch.Tensor, g: torch.Generator, lr: float, region: str = "") -> dict[str, float]:
         cfg = self.cfg
-        for opt in (self.opt_g, self.opt_d):
+        for opt in (self.opt_g, self.opt_d, self.opt_dr):
+            if opt is None:
+                continue
             for grp in opt.param_groups:
                 grp["lr"] = lr
         real = augment_real(real, cfg.jitter, g).to(self.device)  # (B, 3, H, W)
@@ -161,6 +175,23 @@ class Trainer:
         loss_gan = F.mse_loss(d_fake, torch.ones_like(d_fake))
         loss_l1 = F.l1_loss(fake, real)
         loss_g = loss_gan + cfg.l1_weight * loss_l1
+        extra = {}
+        rendered = (render_batch(region, len(real), tuple(real.shape[-2:]), g, self.device)
+                    if self.D_r is not None else None)
+        if rendered is not None:  # the unpaired term: translated renders must look like this region's real crops
+            fake_r = self.G(generator_input(rendered))
+            dr_real, dr_fake = judge_image(self.D_r, real), judge_image(self.D_r, fake_r.detach())
+            loss_dr = 0.5 * (F.mse_loss(dr_real, torch.ones_like(dr_real))
+                             + F.mse_loss(dr_fake, torch.zeros_like(dr_fake)))
+            self.opt_dr.zero_grad(set_to_none=True)
+            loss_dr.backward()
+            self.opt_dr.step()
+            dr_fake = judge_image(self.D_r, fake_r)
+            loss_render = F.mse_loss(dr_fake, torch.ones_like(dr_fake))
+            loss_structure = structure_loss(fake_r, rendered)
+            loss_g = loss_g + cfg.render_weight * loss_render + cfg.structure_weight * loss_structure
+            extra = {"loss_dr": loss_dr.item(), "loss_render": loss_render.item(),
+                     "loss_structure": loss_structure.item()}
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -169,7 +200,7 @@ class Trainer:
                 pe.lerp_(p, 1 - cfg.ema)
             for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 be.copy_(b)
-        return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "loss_l1": loss_l1.item()}
+        return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "loss_l1": loss_l1.item(), **extra}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -234,7 +265,7 @@ class Trainer:
                     region, idx = plan[self.step_in_epoch]
                     g = torch.Generator().manual_seed(_seed(cfg.seed, self.epoch, self.step_in_epoch))
                     losses = self.train_step(self.data.train[region].images[idx], g,
-                                             self.lr_at(self.global_step / total_steps))
+                                             self.lr_at(self.global_step / total_steps), region)
                     self.step_in_epoch += 1
                     self.global_step += 1
                     n_imgs += len(idx)
