@@ -165,7 +165,7 @@ def test_resume_survives_a_torn_last_log_line(tmp_path, keep_threads):
 
 # ---- two shard processes at once ---------------------------------------------------------------------
 
-# --batch-size 16 with --n 48: shard 0 owns items 0-15 (and 32-47), so the preview it draws from
+# --n 48 on 2 shards: shard 0 owns items 0-23 (a contiguous half), so the preview it draws from
 # items 0-15 never reads the other shard's items (see test_shard_0_finishing_first_succeeds).
 SHARD_ARGS = {
     "yolo": ["--n", "48", "--format", "yolo", "--mode", "crop", "--generator", "none", "--regions",
