@@ -41,7 +41,7 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
-                 "min_per_group", "regions", "canvas", "render_weight", "structure_weight")
+                 "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init")
 _UNSET = object()
 
 
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-weight", type=float, default=0.0,
                     help="weight of the unpaired term: the generator also translates clean renders of each "
                          "region's spec, judged against that region's real crops (0 = off)")
+    ap.add_argument("--init", help="fine-tune: start from this checkpoint's generator (EMA weights), e.g. "
+                                   "export/plateaug_default.pt")
     ap.add_argument("--structure-weight", type=float, default=10.0,
                     help="with --render-weight: keeps translated renders' characters in place (default 10)")
     ap.add_argument("--seed", type=int, default=0)
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               l1_weight=args.l1_weight, seed=args.seed, val_percent=args.val_percent,
                               min_per_group=args.min_per_group, render_weight=args.render_weight,
-                              structure_weight=args.structure_weight,
+                              structure_weight=args.structure_weight, init=args.init,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)

@@ -99,3 +99,18 @@ def test_render_term_trains_logs_and_resumes_exactly(real_dir, tmp_path):
     assert all(r["loss_structure"] > 0 for r in a)
     ckpt = load_checkpoint(straight / "last.pt")
     assert ckpt["config"]["render_weight"] == 1.0 and "state_dict" in ckpt["render_discriminator"]
+
+
+def test_init_fine_tunes_from_a_trained_generator(real_dir, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    with pytest.warns(UserWarning):
+        assert main(["--real", str(real_dir), "--out", str(first), *TINY, "--epochs", "1"]) == 0
+        assert main(["--real", str(real_dir), "--out", str(second), *TINY, "--epochs", "1", "--max-minutes", "0",
+                     "--init", str(first / "last.pt")]) == 0
+    start = load_checkpoint(first / "last.pt")["generator"]["ema_state_dict"]
+    after_one_step = load_checkpoint(second / "last.pt")["generator"]["ema_state_dict"]
+    weights = [k for k in start if k.endswith(("weight", "bias"))]  # BatchNorm statistics move faster
+    close = [torch.allclose(start[k], after_one_step[k], atol=1e-3) for k in weights]
+    assert all(close), "the fine-tuned generator did not start from --init's weights"
+    assert main(["--real", str(real_dir), "--out", str(tmp_path / "third"), *TINY, "--generator", "unet_s",
+                 "--init", str(first / "last.pt")]) == 2  # another architecture is refused

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..generator.checkpoint import FORMAT, TRAINING_KEYS, atomic_save, load_checkpoint, plain, require_keys
+from ..generator.torch_generator import generator_from_checkpoint
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
 from ..writers.sheet import contact_sheet
 from .realdata import RealGroup, RealSet, load_real
@@ -48,6 +49,7 @@ class TrainConfig:
     canvases: dict = field(default_factory=dict)  # region -> [H, W] overrides
     render_weight: float = 0.0  # unpaired term on renders (training/unpaired.py); 0 = pix2pix on real crops only
     structure_weight: float = 10.0  # keeps the characters of translated renders where the render put them
+    init: str | None = None  # start the generator (and its EMA) from this checkpoint's EMA weights
 
 
 def _seed(*parts: int) -> int:
@@ -86,6 +88,12 @@ class Trainer:
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
         self.G = create_generator(cfg.generator).to(self.device)
+        if cfg.init:  # fine-tune: same architecture, weights from a trained generator
+            start = generator_from_checkpoint(cfg.init)
+            if start.config != self.G.config:
+                raise ValueError(f"--init {cfg.init} is a {start.config} generator, not {cfg.generator} "
+                                 f"({self.G.config}); pass --generator to match")
+            self.G.load_state_dict(start.state_dict())
         self.D = PatchDiscriminator().to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
         for p in self.G_ema.parameters():
