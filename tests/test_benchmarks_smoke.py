@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -20,7 +21,8 @@ from plateaug.training.realdata import is_validation
 from plateaug.writers.sheet import to_pil
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {"clean", "classic", "gan", "gan+aug"}
+SOURCES = ("clean", "aug", "gan", "default", "real", "real+default")
+SYNTHETIC = ("clean", "aug", "gan", "default")
 
 
 def _names(prefix: str, n_val: int, n_train: int) -> list[str]:
@@ -35,12 +37,13 @@ def _names(prefix: str, n_val: int, n_train: int) -> list[str]:
     return val + train
 
 
-def _fixture(folder: Path) -> None:
-    """Rendered br_old / us plates saved as jpg, with labels.csv (file,region,text,source)."""
+def _fixture(folder: Path, regions: tuple = (("br", "br_old"), ("us", "us")), seed: int = 7) -> None:
+    """Rendered plates saved as jpg (3 validation + 5 training crops per region), with labels.csv
+    (file,region,text,source)."""
     rows = []
-    for region, spec in (("br", "br_old"), ("us", "us")):
+    for region, spec in regions:
         names = _names(region, n_val=3, n_train=5)
-        plates = render(spec, sample_text(spec, len(names), torch.Generator().manual_seed(7)))
+        plates = render(spec, sample_text(spec, len(names), torch.Generator().manual_seed(seed)))
         (folder / region).mkdir(parents=True)
         for name, image, text in zip(names, plates.images, plates.texts):
             to_pil(image).save(folder / region / name, quality=85)
@@ -51,33 +54,68 @@ def _fixture(folder: Path) -> None:
         writer.writerows(rows)
 
 
+def _realism(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "realism.py"), "--quick", "--threads", "1", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
 def test_realism_quick(tmp_path: Path) -> None:
     real = tmp_path / "real"
     _fixture(real)
     onnx = export_onnx(generator_checkpoint(create_generator("unet_xs"), name="unet_xs"), tmp_path / "g.onnx").path
-    out = tmp_path / "realism.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "realism.py"), "--quick", "--real", str(real), "--regions",
-           "br,us", "--onnx", str(onnx), "--json", str(out), "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out, txt = tmp_path / "realism.json", tmp_path / "realism.txt"
+    proc = _realism(tmp_path, "--real", str(real), "--regions", "br,us", "--onnx", str(onnx), "--json", str(out),
+                    "--txt", str(txt))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
-    assert set(result) == {"accuracy", "c2st", "machine", "date"}
-    for key, fields in (("accuracy", {"source", "region", "exact_mean", "exact_std", "char_mean", "char_std",
-                                      "seeds"}), ("c2st", {"source", "region", "accuracy"})):
-        rows = result[key]
-        assert {(r["region"], r["source"]) for r in rows} == {(r, s) for r in ("br", "us") for s in SOURCES}
-        assert len(rows) == 8
-        for r in rows:
-            assert set(r) == fields
-            for k in fields - {"source", "region", "seeds"}:
-                assert 0.0 <= r[k] <= 1.0, (key, r)
-    assert all(r["seeds"] == 1 for r in result["accuracy"])
+    assert {"accuracy", "c2st", "machine", "date", "settings", "runtime_s"} <= set(result)
+    acc_fields = {"source", "region", "exact_mean", "exact_std", "char_mean", "char_std", "seeds", "own_exact_mean",
+                  "own_exact_std", "own_char_mean", "n_test", "time_s"}
+    rows = result["accuracy"]
+    assert {(r["region"], r["source"]) for r in rows} == {(r, s) for r in ("br", "us") for s in SOURCES}
+    assert len(rows) == 2 * len(SOURCES)
+    for r in rows:
+        assert set(r) == acc_fields
+        for k in acc_fields - {"source", "region", "seeds", "n_test", "time_s"}:
+            assert 0.0 <= r[k] <= 1.0, r
+        assert r["seeds"] == 1 and r["n_test"] == 3  # the fixture's validation split: 3 crops per region
+    c2st = result["c2st"]  # synthetic sources only
+    assert {(r["region"], r["source"]) for r in c2st} == {(r, s) for r in ("br", "us") for s in SYNTHETIC}
+    assert all(set(r) == {"source", "region", "accuracy"} and 0.0 <= r["accuracy"] <= 1.0 for r in c2st)
+    assert "real+default" in txt.read_text()
 
 
-def test_realism_missing_model_fails_clearly(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "realism.py"), "--quick", "--onnx", str(tmp_path / "no.onnx")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode != 0 and "does not exist" in proc.stderr
+def test_realism_holdout_sources_and_stream_options(tmp_path: Path) -> None:
+    real, holdout = tmp_path / "real", tmp_path / "holdout"
+    _fixture(real)
+    _fixture(holdout, regions=(("us", "us"),), seed=11)
+    out = tmp_path / "realism.json"
+    proc = _realism(tmp_path, "--real", str(real), "--holdout", str(holdout), "--regions", "br,us", "--sources",
+                    "aug,real", "--stream-options", '{"augment": "heavy", "image_size": [32, 128]}', "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    # every holdout crop is a test crop; br has none there, so only us is scored
+    rows = {(r["region"], r["source"], r["n_test"]) for r in result["accuracy"]}
+    assert rows == {("us", "aug", 8), ("us", "real", 8)}
+    assert result["settings"]["stream_options"]["augment"] == "heavy"
+
+
+def test_realism_bad_arguments_fail_clearly(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("realism_bench", ROOT / "benchmarks" / "realism.py")
+    realism = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = realism  # dataclasses look their module up
+    spec.loader.exec_module(realism)  # in-process: argument errors exit before any work
+    for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
+                          (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
+                          (["--stream-options", '{"seed": 3}'], "without ['batch_size', 'length', 'mode'"),
+                          (["--stream-options", "{augment"], "--stream-options is not JSON"),
+                          (["--stream-options", '{"augment": "nope"}'], "--stream-options / --onnx"),
+                          (["--real", str(tmp_path)], "labels.csv")):
+        with pytest.raises(SystemExit) as exc:
+            realism.main(["--quick", *args])
+        assert exc.value.code != 0 and message in capsys.readouterr().err, args
 
 
 def test_crnn_shapes_and_ctc() -> None:
