@@ -82,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
 from common import machine, write_json  # noqa: E402
 
+import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
 from plateaug.models.crnn import CRNN, greedy_decode  # noqa: E402
 from plateaug.renderer.spec_loader import load_region  # noqa: E402
 from plateaug.stream.dataset import PlateGANStream  # noqa: E402
