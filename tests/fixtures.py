@@ -47,3 +47,28 @@ def make_real(folder: Path, missing_row: bool = False) -> Path:
         rows.append("br/missing.jpg,br,ABC1235,fixture")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def flat_spec(background: str = "#d0d0d0", fonts: str = '"DejaVuSansCondensed-Bold"') -> str:
+    """A region spec with a flat background, black text and no separators (ink is only in the
+    character slots): "L L D D D D" on a 300 x 100 mm plate, 64 x 192 px canvas."""
+    return f"""\
+name = "flat"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+[background]
+colors = ["{background}"]
+[text]
+colors = ["#000000"]
+font = {fonts}
+[classes]
+L = "ABCDEFGHKLMNPRSTUVWXYZ"
+D = "0123456789"
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 34
+gap_mm = 6
+[[patterns]]
+pattern = "L L D D D D"
+"""

@@ -5,30 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import flat_spec
 
 from plateaug import Framing, PlateGANStream
 from plateaug.stream.framing import frame, low_resolution, resolve_framing, sample_quads
 
-FLAT_SPEC = """\
-name = "flat"
-size_mm = [300, 100]
-canvas_px = [64, 192]
-[background]
-colors = ["#ffffff"]
-[text]
-colors = ["#000000"]
-font = "DejaVuSansCondensed-Bold"
-[classes]
-L = "ABCDEFGHKLMNPRSTUVWXYZ"
-D = "0123456789"
-[[rows]]
-y_mm = 15
-height_mm = 70
-char_width_mm = 34
-gap_mm = 6
-[[patterns]]
-pattern = "L L D D D D"
-"""
+FLAT_SPEC = flat_spec(background="#ffffff")
 
 
 def quad_mask(quad: torch.Tensor, size: tuple[int, int], inset: float = 0.0) -> torch.Tensor:

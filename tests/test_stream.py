@@ -7,6 +7,7 @@ import hashlib
 import kornia.augmentation as K
 import pytest
 import torch
+from fixtures import flat_spec
 from torch.utils.data import DataLoader
 
 from plateaug import PlateGANStream, collate, ctc_targets
@@ -45,26 +46,7 @@ def test_batch_mode_and_scene_mode():
             assert cb.shape == (len(text), 4)
 
 
-NO_SEP_SPEC = """\
-name = "flat"
-size_mm = [300, 100]
-canvas_px = [64, 192]
-[background]
-colors = ["#d0d0d0"]
-[text]
-colors = ["#000000"]
-font = "DejaVuSansCondensed-Bold"
-[classes]
-L = "ABCDEFGHKLMNPRSTUVWXYZ"
-D = "0123456789"
-[[rows]]
-y_mm = 15
-height_mm = 70
-char_width_mm = 34
-gap_mm = 6
-[[patterns]]
-pattern = "L L D D D D"
-"""
+NO_SEP_SPEC = flat_spec()
 
 
 def test_boxes_enclose_ink_after_perspective_and_affine(write_spec):
