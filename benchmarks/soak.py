@@ -1,9 +1,11 @@
 """Soak test: run PlateGANStream for many batches through a DataLoader and watch memory.
 
 Samples the resident set size (RSS, this process plus DataLoader workers) and, on CUDA, torch's
-allocated / peak memory every K batches; prints memory over time, the growth after warm-up (the
-first 5% of batches; compared as floors over the first and last samples, see `growth`) and
-plates/s; exits 1 when memory grew more than --max-growth percent (default 5).
+allocated / peak memory and the device memory in use (torch.cuda.mem_get_info: everything on the
+GPU, ONNX Runtime's arena included, which torch's counters do not see) every K batches; prints
+memory over time, the growth after warm-up (the first 5% of batches; compared as floors over the
+first and last samples, see `growth`) and plates/s; exits 1 when memory grew more than
+--max-growth percent (default 5).
 
     python benchmarks/soak.py                          # 10,000 batches of 32, clean renders (no model needed)
     python benchmarks/soak.py --quick                  # 200 batches: a smoke run
@@ -67,9 +69,11 @@ def rss_bytes() -> tuple[int, str]:
 def cuda_memory(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
+    free, total = torch.cuda.mem_get_info(device)  # the whole device: torch, ONNX Runtime's arena, cuDNN
     return {"cuda_alloc_mb": torch.cuda.memory_allocated(device) / MB,
             "cuda_reserved_mb": torch.cuda.memory_reserved(device) / MB,
-            "cuda_max_mb": torch.cuda.max_memory_allocated(device) / MB}
+            "cuda_max_mb": torch.cuda.max_memory_allocated(device) / MB,
+            "cuda_used_mb": (total - free) / MB}
 
 
 def growth(samples: list[dict], key: str, warmup_batches: int) -> tuple[float | None, float | None]:
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info.get('cpu', info['processor'])}, {torch.get_num_threads()} torch threads")
     head = f"{'batch':>7}{'time s':>9}{'RSS MB':>10}{'vs warm-up':>12}{'plates/s':>10}"
     if device.type == "cuda":
-        head += f"{'CUDA alloc':>12}{'CUDA max':>10}"
+        head += f"{'CUDA alloc':>12}{'CUDA max':>10}{'GPU used':>10}"
     print(head)
     samples, method = [], ""
     plates = 0
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             rel = f"{100 * (s['rss_mb'] - base_rss) / base_rss:+.1f}%" if base_rss else "warm-up"
             line = f"{b:>7}{s['time_s']:>9.1f}{s['rss_mb']:>10.1f}{rel:>12}{s['plates_per_s']:>10.0f}"
             if device.type == "cuda":
-                line += f"{s['cuda_alloc_mb']:>12.1f}{s['cuda_max_mb']:>10.1f}"
+                line += f"{s['cuda_alloc_mb']:>12.1f}{s['cuda_max_mb']:>10.1f}{s['cuda_used_mb']:>10.1f}"
             print(line, flush=True)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # e.g. a bad model, first batch
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
@@ -184,15 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     p_warm = (plates - warm["plates"]) / max(elapsed - warm["time_s"], 1e-9) if plates > warm["plates"] else None
     base, rss_growth = growth(samples, "rss_mb", warmup_batches)
     cuda_base, cuda_growth = growth(samples, "cuda_alloc_mb", warmup_batches)
+    used_base, used_growth = growth(samples, "cuda_used_mb", warmup_batches)
     summary = {
         "batches": args.batches, "batch_size": args.batch_size, "plates": plates, "elapsed_s": elapsed,
         "plates_per_s": plates / elapsed, "plates_per_s_after_warmup": p_warm, "warmup_batches": warmup_batches,
         "rss_method": method, "rss_floor_after_warmup_mb": base, "rss_final_mb": samples[-1]["rss_mb"],
         "rss_peak_mb": max(s["rss_mb"] for s in samples), "rss_growth_percent": rss_growth,
         "cuda_alloc_floor_after_warmup_mb": cuda_base, "cuda_alloc_growth_percent": cuda_growth,
-        "cuda_max_mb": samples[-1].get("cuda_max_mb"), "max_growth_percent": args.max_growth,
+        "cuda_max_mb": samples[-1].get("cuda_max_mb"), "cuda_used_floor_after_warmup_mb": used_base,
+        "cuda_used_growth_percent": used_growth, "max_growth_percent": args.max_growth,
     }
-    growths = [g for g in (rss_growth, cuda_growth) if g is not None]
+    growths = [g for g in (rss_growth, cuda_growth, used_growth) if g is not None]
     ok = all(g <= args.max_growth for g in growths)
     summary["ok"] = ok
     print(f"plates/s: {summary['plates_per_s']:.0f} overall"
@@ -201,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{rss_growth if rss_growth is not None else float('nan'):+.2f}% (last {summary['rss_final_mb']:.1f} MB, "
             f"peak {summary['rss_peak_mb']:.1f} MB, {method})"
           + (f"; CUDA allocated {cuda_growth:+.2f}%, max {summary['cuda_max_mb']:.1f} MB"
-             if cuda_growth is not None else ""))
+             if cuda_growth is not None else "")
+          + (f"; GPU memory in use (ORT included) {used_growth:+.2f}% from {used_base:.1f} MB"
+             if used_growth is not None else ""))
     print(("PASS" if ok else "FAIL") + f": memory growth after warm-up "
           f"{'within' if ok else 'above'} {args.max_growth:g}%")
     write_json(args.json, {"machine": info, "args": vars(args), "summary": summary, "samples": samples})

@@ -9,6 +9,7 @@ from functools import lru_cache
 import torch
 
 from .atlas import GlyphAtlas
+from .device import to_device
 from .layers import background_layers, band_overlays, rgb, separator_masks
 from .spec import RegionSpec
 from .spec_loader import load_region
@@ -75,13 +76,16 @@ class Renderer:
         spec, dev = self.spec, self.device
         H, W = spec.canvas
         B = len(batch)
-        pattern = batch.pattern.to(dev)  # (B,)
-        style = batch.style.to(dev)  # (B, n_style)
-        if batch.local.shape[1] != self.glyphs.base.shape[1] or style.shape[1] != self.n_style:
+        if batch.local.shape[1] != self.glyphs.base.shape[1] or batch.style.shape[1] != self.n_style:
             raise ValueError(f"TextBatch was not made for region {spec.name!r}")
         S = batch.local.shape[1]
-        valid = torch.arange(S, device=dev)[None] < batch.lengths.to(dev)[:, None]  # (B, S)
-        gid = self.glyphs.base[pattern] + batch.local.to(dev)  # (B, S) atlas entry, 0 = blank
+        # the sampled ids travel to the device in one non-blocking copy (four blocking ones would each
+        # make the host wait for the GPU)
+        packed = torch.cat([batch.pattern[:, None], batch.lengths[:, None], batch.style, batch.local], 1)
+        pattern, lengths, style, local = to_device(packed, dev).split([1, 1, self.n_style, S], 1)
+        pattern, lengths = pattern[:, 0], lengths[:, 0]  # (B,) each; style (B, n_style); local (B, S)
+        valid = torch.arange(S, device=dev)[None] < lengths[:, None]  # (B, S)
+        gid = self.glyphs.base[pattern] + local  # (B, S) atlas entry, 0 = blank
         if self.glyphs.n_fonts > 1:  # the typeface variant is the last style column
             gid = gid + style[:, -1:] * self.glyphs.stride[pattern]
         gid = gid * valid
@@ -94,7 +98,7 @@ class Renderer:
         boxes = self.glyphs.ink_boxes[gid] + self.origins[pattern].repeat(1, 1, 2)  # (B, S, 4)
         boxes = boxes * valid[..., None]
         return PlateBatch(images=img, texts=list(batch.texts), char_boxes=boxes,
-                          lengths=batch.lengths.to(dev), corners=self.corners.expand(B, 4, 2).clone(),
+                          lengths=lengths.contiguous(), corners=self.corners.expand(B, 4, 2).clone(),
                           region=spec.name)
 
     def _compose(self, img: torch.Tensor, pattern: torch.Tensor, gid: torch.Tensor, style: torch.Tensor) -> None:
@@ -116,7 +120,7 @@ class Renderer:
         counts = torch.bincount(pattern, minlength=len(self.glyphs.layouts)).tolist()
         single = max(counts) == B
         if not single:
-            order = torch.argsort(pattern, stable=True).to(gid.device)
+            order = to_device(torch.argsort(pattern, stable=True), gid.device)
             cells = cells[order]
         ink = torch.zeros(B, 1, H, W, device=gid.device)
         start = 0

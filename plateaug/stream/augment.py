@@ -3,7 +3,9 @@
 Geometric transforms are applied to the images and, as keypoints, to every character-box
 corner and the plate quadrilateral; boxes are then re-fitted around the moved corners. kornia
 samples from torch's global RNG, so `augment` seeds it (inside `fork_rng`) from the caller's
-per-batch seed: same seed, same augmentation.
+per-batch seed: same seed, same augmentation. On CUDA the images' device generator is forked and
+seeded too (ops such as noise draw there): CUDA batches are reproducible and the caller's CUDA RNG
+is left as it was.
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ def _preset(name: str) -> nn.Module | None:
     return build_preset(name)
 
 
+@lru_cache(maxsize=8)
+def device_preset(name: str, device: str) -> nn.Module | None:
+    """Preset `name` for a stream on `device`. On CUDA its image-sized random parameters (the heavy
+    preset's Gaussian noise, a (B, 3, H, W) tensor per batch) are drawn on the GPU, from the device
+    generator `augment` seeds, instead of on the CPU and copied; the small per-image parameters
+    stay on the CPU generator (kornia's default, and the same on every device). Elsewhere, the
+    shared preset."""
+    if torch.device(device).type != "cuda":
+        return _preset(name)
+    aug = build_preset(name)
+    for m in aug.modules() if aug is not None else ():
+        if isinstance(m, K.RandomGaussianNoise) and m._param_generator is not None:
+            m._param_generator.set_rng_device_and_dtype(torch.device(device), torch.float32)
+    return aug
+
+
 def resolve(augment: str | nn.Module | None) -> nn.Module | None:
     """A preset name, a user kornia AugmentationSequential (data_keys input + keypoints), or None."""
     if augment is None:
@@ -123,8 +141,15 @@ def augment(aug: nn.Module | None, images: torch.Tensor, char_boxes: torch.Tenso
     points = torch.cat([boxes_to_corners(char_boxes).reshape(B, S * 4, 2), corners], 1)  # (B, 4S + 4, 2)
     # on the CPU, cache-sized chunks are about 2x faster than one large batch (582 -> 1,281 plates/s at B=256)
     step = CPU_CHUNK if images.device.type == "cpu" else B
-    with torch.random.fork_rng(devices=[]):  # kornia samples its parameters from the CPU generator
+    # kornia samples its parameters from the CPU generator (the same on every device); a few ops draw
+    # on the images' device (noise): that generator is seeded too, and both are restored afterwards,
+    # so the caller's RNG streams, CPU and CUDA, are untouched
+    cuda = images.device.type == "cuda"
+    index = (images.device.index if images.device.index is not None else torch.cuda.current_device()) if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else []):
         torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
         parts = [aug(images[s: s + step], points[s: s + step]) for s in range(0, B, step)]
     out = torch.cat([p[0] for p in parts]).clamp_(0, 1)
     points = torch.cat([p[1] for p in parts])

@@ -4,6 +4,7 @@ labels carried through every step."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from torch.utils.data import IterableDataset
 
 from ..generator.backends import Backend, GeneratorOutputError, check_output, describe_generator, resolve_generator
 from ..models.contract import generator_input
+from ..renderer.device import resolve_device, to_device
 from ..renderer.draw import render
 from ..renderer.spec import RegionSpec
 from ..renderer.spec_loader import builtin_regions, load_region
 from ..renderer.text import sample_text
 from . import seeding
 from .augment import augment as apply_augment
-from .augment import corners_to_boxes, resolve
+from .augment import corners_to_boxes, device_preset, resolve
 from .collate import wrap_boxes
 from .framing import Framing, frame, resolve_framing
 from .scene import FolderBackgrounds, augment_scenes, compose, place_plates, procedural_backgrounds
@@ -34,6 +36,7 @@ PLATE_LABEL = 1  # detection class id of "licence plate" (0 is background)
 CPU_CHUNK = 32  # plates per generator call on the CPU
 DEVICE_TYPES = ("cpu", "cuda")  # the renderer, ONNX Runtime binding and augmentation run on these
 MAX_REGION_WEIGHT = 1e6  # region weights are relative; bounded so their sum stays finite
+BACKGROUND_STREAM = 1  # mixed into the batch seed for the device generator that draws backgrounds on a GPU
 
 
 @dataclass
@@ -57,6 +60,24 @@ def _check_cuda_worker(device: torch.device) -> None:
                 "PlateGANStream(device='cuda') is running in a forked DataLoader worker after CUDA was initialised "
             "in the parent. Use num_workers=0 (on a GPU the stream keeps up on its own) or "
             "DataLoader(..., multiprocessing_context='spawn').")
+
+
+def _check_pin_memory(device: torch.device) -> None:
+    """DataLoader(pin_memory=True) pins every batch with Tensor.pin_memory(), which raises for the
+    CUDA tensors a CUDA stream yields. In the main process (num_workers=0, the setting for a GPU
+    stream) the loader iterator that is about to pin is a caller a few frames up: refuse early, with
+    the fix. (Inside worker processes the loader is not visible; torch's own error says "cannot pin".)"""
+    if device.type != "cuda" or torch.utils.data.get_worker_info() is not None:
+        return
+    caller = inspect.currentframe()
+    for _ in range(8):
+        caller = caller.f_back if caller is not None else None
+        if caller is None:
+            return
+        owner = caller.f_locals.get("self")
+        if type(owner).__name__.endswith("DataLoaderIter") and getattr(owner, "_pin_memory", False):
+            raise RuntimeError(f"DataLoader(pin_memory=True) cannot pin PlateGANStream(device={str(device)!r}) "
+                               f"batches: the images are already on the GPU. Use pin_memory=False.")
 
 
 class PlateGANStream(IterableDataset):
@@ -106,11 +127,14 @@ class PlateGANStream(IterableDataset):
             raise ValueError(f"device {str(device)!r} is not supported: PlateGANStream runs on 'cpu' or 'cuda[:N]'")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
+        self.device = resolve_device(self.device)  # "cuda" -> cuda:{LOCAL_RANK} under DDP; cuda:N checked
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.seed = seeding.fresh_seed() if seed is None else seed
         self.generator = _check_generator(generator)
         self.augment = resolve(augment)
+        if isinstance(augment, str) and self.device.type == "cuda":
+            self.augment = device_preset(augment, str(self.device))  # noise drawn on the GPU
         self.framing = resolve_framing(framing)
         self.backgrounds = FolderBackgrounds(_check_backgrounds(backgrounds)) if backgrounds is not None else None
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
@@ -147,6 +171,7 @@ class PlateGANStream(IterableDataset):
     # -- iteration -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator:
         _check_cuda_worker(self.device)
+        _check_pin_memory(self.device)
         wid, nw = seeding.worker()
         rank, _ = seeding.rank_and_world()
         remaining = None if self.length is None else seeding.share(self.length, wid, nw)
@@ -189,7 +214,7 @@ class PlateGANStream(IterableDataset):
             plates = render(spec, sample_text(spec, k, g), self.device)
             h, w = plates.images.shape[-2:]
             img = torch.cat([self._translate(c, backend, size, ranges) for c in plates.images.split(self._step)])
-            scale = torch.tensor([size[1] / w, size[0] / h] * 2, device=self.device)
+            scale = to_device(torch.tensor([size[1] / w, size[0] / h] * 2), self.device)
             cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
             images.append(img.clamp(0, 1))
             boxes.append(cb)
@@ -199,8 +224,9 @@ class PlateGANStream(IterableDataset):
         if ranges:
             self._check_finite(torch.stack(ranges), backend)
         perm = torch.randperm(n, generator=g)
-        images = torch.cat(images)[perm.to(self.device)]
-        boxes = torch.cat(boxes)[perm.to(self.device)]
+        dev_perm = to_device(perm, self.device)  # no host sync: pinned, non-blocking
+        images = torch.cat(images)[dev_perm]
+        boxes = torch.cat(boxes)[dev_perm]
         p = perm.tolist()
         return (images, boxes, [texts[i] for i in p], [regions[i] for i in p],
                 torch.tensor(aspects)[perm])
@@ -241,10 +267,10 @@ class PlateGANStream(IterableDataset):
         images, boxes, texts, regions, aspects = self._plates(n, g, self.image_size)
         valid = boxes.abs().sum(-1) > 0  # (n, S)
         if self.framing is None:  # "tight": the plate is the whole crop
-            corners = torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32,
-                                   device=self.device).expand(n, 4, 2)
+            corners = to_device(torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32),
+                                self.device).expand(n, 4, 2)
         else:
-            images, boxes, corners = frame(images, boxes, aspects, self.framing, g)
+            images, boxes, corners = frame(images, boxes, aspects, self.framing, g, self._background_rng(seed))
         images, boxes, corners = apply_augment(self.augment, images, boxes, corners, valid, seed)
         return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
 
@@ -253,8 +279,8 @@ class PlateGANStream(IterableDataset):
         counts = torch.randint(lo, hi + 1, (n,), generator=g)  # plates per scene
         N = int(counts.sum())
         plates, boxes, texts, regions, aspects = self._plates(N, g, TEXTURE)
-        bg = (self.backgrounds(n, self.image_size, g) if self.backgrounds is not None
-              else procedural_backgrounds(n, self.image_size, g)).to(self.device)
+        bg = to_device(self.backgrounds(n, self.image_size, g) if self.backgrounds is not None
+                       else procedural_backgrounds(n, self.image_size, self._background_rng(seed) or g), self.device)
         quads = place_plates(counts, aspects, self.image_size, g)
         scenes, cb, corners = compose(bg, plates, TEXTURE, boxes, counts, quads)
         valid = cb.abs().sum(-1) > 0  # (N, S)
@@ -262,6 +288,7 @@ class PlateGANStream(IterableDataset):
         K, S = int(counts.max()), cb.shape[1]
         owner = torch.repeat_interleave(torch.arange(n), counts)
         k = torch.cat([torch.arange(int(c)) for c in counts])
+        owner, k = to_device(torch.stack([owner, k]), self.device)  # one copy, no host sync
         packed_cb = cb.new_zeros(n, K, S, 4)
         packed_cb[owner, k] = cb
         packed_valid = valid.new_zeros(n, K, S)
@@ -273,7 +300,15 @@ class PlateGANStream(IterableDataset):
                                                packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
-        return Batch(scenes, texts, regions, cb, valid, corners, owner.to(self.device))
+        return Batch(scenes, texts, regions, cb, valid, corners, owner)
+
+    def _background_rng(self, seed: int) -> torch.Generator | None:
+        """On a GPU, backgrounds are drawn there, from a device generator seeded from the batch seed
+        (same seed, same backgrounds; nothing drawn on the CPU and copied). None on the CPU: they come
+        from the batch generator, as they always have (CPU batches are unchanged)."""
+        if self.device.type == "cpu":
+            return None
+        return torch.Generator(device=self.device).manual_seed(seeding.mix(seed, BACKGROUND_STREAM))
 
     # -- targets ---------------------------------------------------------------------------------
     def targets(self, batch: Batch) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..renderer.device import to_device
 from .scene import compose, procedural_backgrounds
 
 LOW_RES_LEVELS = 4  # low-resolution scales are bucketed so each bucket is one batched resize
@@ -93,29 +94,34 @@ def low_resolution(images: torch.Tensor, framing: Framing, g: torch.Generator) -
     lo, hi = framing.low_res
     level = (torch.rand(B, generator=g) * LOW_RES_LEVELS).long().clamp(max=LOW_RES_LEVELS - 1)
     out = images.clone()
-    for k in range(LOW_RES_LEVELS):
-        idx = (chosen & (level == k)).nonzero().squeeze(1)
-        if len(idx) == 0:
+    # the level indices are found on the CPU (they come from g) and moved in one non-blocking copy
+    picks = [(chosen & (level == k)).nonzero().squeeze(1) for k in range(LOW_RES_LEVELS)]
+    sizes = [len(idx) for idx in picks]
+    if not sum(sizes):
+        return out
+    for k, dev_idx in enumerate(to_device(torch.cat(picks), images.device).split(sizes)):
+        if sizes[k] == 0:
             continue
         scale = lo + (hi - lo) * (k + 0.5) / LOW_RES_LEVELS
         small = (max(4, round(H * scale)), max(4, round(W * scale)))
-        dev_idx = idx.to(images.device)
         sub = F.interpolate(images[dev_idx], size=small, mode="bilinear", align_corners=False, antialias=True)
         out[dev_idx] = F.interpolate(sub, size=(H, W), mode="bilinear", align_corners=False)
     return out
 
 
 def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor, framing: Framing,
-          g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+          g: torch.Generator, background_rng: torch.Generator | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frame plates like detector crops.
 
     plates (N, 3, H, W) in [0, 1], each filling its crop; char_boxes (N, S, 4) xyxy in those
     pixels (zero rows = no character); aspects (N,) plate width / height. Returns crops
     (N, 3, H, W) of the same size with surroundings, the moved character boxes (N, S, 4) and the
-    plate corners (N, 4, 2)."""
+    plate corners (N, 4, 2). The surroundings are drawn from `background_rng` (a generator on
+    the plates' device, so they are made there) when given, else from the CPU generator g."""
     N, _, H, W = plates.shape
     quads = sample_quads(aspects, (H, W), framing, g)
-    backgrounds = procedural_backgrounds(N, (H, W), g).to(plates.device)
+    backgrounds = to_device(procedural_backgrounds(N, (H, W), background_rng or g), plates.device)
     ones = torch.ones(N, dtype=torch.int64)
     crops, boxes, corners = compose(backgrounds, plates, (H, W), char_boxes, ones, quads)
     return low_resolution(crops, framing, g).clamp_(0, 1), boxes, corners  # warps can overshoot by rounding

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_perspective_transform, warp_perspective
 from PIL import Image, UnidentifiedImageError
 
+from ..renderer.device import to_device
 from ..training.realdata import IMAGE_SUFFIXES
 from . import seeding
 from .augment import augment as apply_augment
@@ -21,26 +22,31 @@ AUGMENT_TRIES = 4  # augmentations tried per scene before it is left unaugmented
 
 
 def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
-    """(n, 3, H, W) street-like clutter: smooth colour fields, blocks and fine noise, in [0, 1]."""
+    """(n, 3, H, W) street-like clutter: smooth colour fields, blocks and fine noise, in [0, 1],
+    drawn on g's device (a CUDA generator draws them on the GPU; a CPU one as before)."""
     H, W = size
-    grey = torch.rand(n, 1, 1, 1, generator=g) * 0.6 + 0.2
-    base = grey + (torch.rand(n, 3, 1, 1, generator=g) - 0.5) * 0.25  # mostly grey, a little colour
-    low = F.interpolate(torch.rand(n, 1, 6, 10, generator=g), size=size, mode="bicubic", align_corners=False)
-    tint = F.interpolate(torch.rand(n, 3, 3, 5, generator=g), size=size, mode="bilinear", align_corners=False)
-    mid = F.interpolate(torch.rand(n, 1, 24, 40, generator=g), size=size, mode="bilinear", align_corners=False)
+    dev = g.device
+    grey = torch.rand(n, 1, 1, 1, generator=g, device=dev) * 0.6 + 0.2
+    base = grey + (torch.rand(n, 3, 1, 1, generator=g, device=dev) - 0.5) * 0.25  # mostly grey, a little colour
+    low = F.interpolate(torch.rand(n, 1, 6, 10, generator=g, device=dev), size=size, mode="bicubic",
+                        align_corners=False)
+    tint = F.interpolate(torch.rand(n, 3, 3, 5, generator=g, device=dev), size=size, mode="bilinear",
+                         align_corners=False)
+    mid = F.interpolate(torch.rand(n, 1, 24, 40, generator=g, device=dev), size=size, mode="bilinear",
+                        align_corners=False)
     img = base + (low - 0.5) * 0.4 + (tint - 0.5) * 0.15 + (mid - 0.5) * 0.12
     # a few axis-aligned blocks (car body parts, walls, signs)
+    xs, ys = torch.arange(W, device=dev), torch.arange(H, device=dev)
     for _ in range(4):
-        x0 = (torch.rand(n, generator=g) * W).long()
-        y0 = (torch.rand(n, generator=g) * H).long()
-        bw = (torch.rand(n, generator=g) * W * 0.5).long() + 8
-        bh = (torch.rand(n, generator=g) * H * 0.4).long() + 8
-        col = torch.rand(n, 1, generator=g) * 0.8 + (torch.rand(n, 3, generator=g) - 0.5) * 0.3
-        xs, ys = torch.arange(W), torch.arange(H)
+        x0 = (torch.rand(n, generator=g, device=dev) * W).long()
+        y0 = (torch.rand(n, generator=g, device=dev) * H).long()
+        bw = (torch.rand(n, generator=g, device=dev) * W * 0.5).long() + 8
+        bh = (torch.rand(n, generator=g, device=dev) * H * 0.4).long() + 8
+        col = torch.rand(n, 1, generator=g, device=dev) * 0.8 + (torch.rand(n, 3, generator=g, device=dev) - 0.5) * 0.3
         m = (((xs[None] >= x0[:, None]) & (xs[None] < x0[:, None] + bw[:, None]))[:, None, :]
              & ((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + bh[:, None]))[:, :, None])  # (n, H, W)
         img = torch.where(m[:, None], col[:, :, None, None] * 0.8 + img * 0.2, img)
-    img = img + torch.randn(n, 1, H, W, generator=g) * 0.02
+    img = img + torch.randn(n, 1, H, W, generator=g, device=dev) * 0.02
     return img.clamp(0, 1)
 
 
@@ -151,26 +157,32 @@ def compose(backgrounds: torch.Tensor, plates: torch.Tensor, src_size: tuple[int
     B, _, Hs, Ws = backgrounds.shape
     N, _, h, w = plates.shape
     dev = plates.device
-    src = torch.tensor([[0, 0], [w, 0], [w, h], [0, h]], dtype=torch.float32, device=dev).expand(N, 4, 2)
-    M = get_perspective_transform(src, quads.to(dev))  # (N, 3, 3) plate texture -> scene
-    scene_of = torch.repeat_interleave(torch.arange(B, device=dev), counts.to(dev))
-    k = torch.cat([torch.arange(int(c)) for c in counts]).to(dev)
+    src = to_device(torch.tensor([[0, 0], [w, 0], [w, h], [0, h]], dtype=torch.float32), dev).expand(N, 4, 2)
+    quads = to_device(quads, dev)
+    M = get_perspective_transform(src, quads)  # (N, 3, 3) plate texture -> scene
+    # which plates fill which slot, and their scenes: index work on the CPU (counts are there), one
+    # non-blocking copy to the device (nonzero or repeat_interleave there would sync the host per slot)
+    counts = counts.cpu()
+    scene_of = torch.repeat_interleave(torch.arange(B), counts)
+    k = torch.cat([torch.arange(int(c)) for c in counts])
+    sels = [(k == slot).nonzero().squeeze(1) for slot in range(int(counts.max()))]
+    sizes = [len(sel) for sel in sels]
+    order = torch.cat(sels) if sels else k
+    slots = to_device(torch.stack([order, scene_of[order]]), dev).split(sizes, 1)  # (2, plates in slot) each
     out = backgrounds.clone()
     ones = torch.ones(N, 1, h, w, device=dev)
-    for slot in range(int(counts.max())):  # a few slots, each a batched warp of all scenes' k-th plates
-        sel = (k == slot).nonzero().squeeze(1)
+    for sel, idx in slots:  # a few slots, each a batched warp of all scenes' k-th plates
         warped = warp_perspective(torch.cat([plates[sel], ones[sel]], 1), M[sel], (Hs, Ws), align_corners=True)
         rgb, alpha = warped[:, :3], warped[:, 3:].clamp(0, 1)
-        idx = scene_of[sel]
         out[idx] = out[idx] * (1 - alpha) + rgb * alpha
     S = char_boxes.shape[1]
-    scale = torch.tensor([w / src_size[1], h / src_size[0]], device=dev)
+    scale = to_device(torch.tensor([w / src_size[1], h / src_size[0]]), dev)
     pts = boxes_to_corners(char_boxes.to(dev)).reshape(N, S * 4, 2) * scale
     pts = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ M.transpose(1, 2)
     pts = pts[..., :2] / pts[..., 2:]
     valid = (char_boxes.to(dev).abs().sum(-1, keepdim=True) > 0)
     boxes = corners_to_boxes(pts.view(N, S, 4, 2), Ws, Hs) * valid
-    return out, boxes, quads.to(dev)
+    return out, boxes, quads
 
 
 def augment_scenes(aug, scenes: torch.Tensor, char_boxes: torch.Tensor, corners: torch.Tensor, valid: torch.Tensor,
