@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import types
 from pathlib import Path
 
 import torch
@@ -48,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.n} plates, outlines and {sheet}")
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this CLI module makes Python set the package attribute `plateaug.render` to it,
+    shadowing the `render` function plateaug exports; calling the module renders, so
+    `plateaug.render(...)` means the same thing whichever was imported first."""
+
+    def __call__(self, *args, **kwargs):
+        return render(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     raise SystemExit(main())

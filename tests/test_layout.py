@@ -99,3 +99,13 @@ def test_entry_points_run(verb):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout
+
+
+def test_render_function_survives_importing_the_render_cli():
+    import plateaug
+    import plateaug.render as cli  # sets the package attribute `render` to the CLI module
+
+    assert callable(plateaug.render) and plateaug.render is cli
+    plates = plateaug.render("cn_blue", ["京A12345"])
+    assert plates.images.shape == (1, 3, 64, 208) and plates.texts == ["京A12345"]
+    assert callable(cli.main)
