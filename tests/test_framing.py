@@ -110,3 +110,16 @@ def test_unknown_framing_name_lists_the_choices():
         resolve_framing("loose")
     with pytest.raises(ValueError, match="framing"):
         PlateGANStream(generator=None, framing="loose")
+
+
+@pytest.mark.parametrize("augment", ["light", "heavy"])
+def test_character_boxes_stay_on_their_plate_after_framing_and_augmentation(write_spec, augment):
+    """Two warps (framing, then augmentation) loosen boxes; they are cut back to their plate."""
+    stream = PlateGANStream(regions=write_spec(FLAT_SPEC), generator=None, augment=augment, seed=6939,
+                            batch_size=16, image_size=(48, 320))
+    _, targets = next(iter(stream))
+    for t in targets:
+        plate = t["boxes"][0]
+        cb = t["char_boxes"]
+        assert (cb[:, :2] >= plate[:2] - 1e-4).all() and (cb[:, 2:] <= plate[2:] + 1e-4).all()
+        assert (cb[:, 2:] >= cb[:, :2]).all() and len(cb) == len(t["text"])

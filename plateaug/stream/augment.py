@@ -126,6 +126,18 @@ def corners_to_boxes(corners: torch.Tensor, width: float, height: float) -> torc
                         box[..., 2].clamp(0, width), box[..., 3].clamp(0, height)], -1)
 
 
+def inside_plates(char_boxes: torch.Tensor, corners: torch.Tensor, valid: torch.Tensor, width: float,
+                  height: float) -> torch.Tensor:
+    """Character boxes (N, S, 4) cut to their plate's enclosing box (corners (N, 4, 2)); zero rows stay zero.
+
+    A box carried through two warps (framing or scene composition, then augmentation) is the
+    enclosing box of an enclosing box, a little loose; the character itself lies on its plate."""
+    plate = corners_to_boxes(corners, width, height)[:, None, :]  # (N, 1, 4)
+    lo = torch.maximum(char_boxes[..., :2], plate[..., :2])
+    hi = torch.maximum(torch.minimum(char_boxes[..., 2:], plate[..., 2:]), lo)
+    return torch.cat([lo, hi], -1) * valid[..., None].to(char_boxes.device)
+
+
 def augment(aug: nn.Module | None, images: torch.Tensor, char_boxes: torch.Tensor, corners: torch.Tensor,
             valid: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply `aug` to images and move the labels with them.

@@ -24,7 +24,7 @@ from ..renderer.spec_loader import builtin_regions, load_region
 from ..renderer.text import sample_text
 from . import seeding
 from .augment import augment as apply_augment
-from .augment import corners_to_boxes, device_preset, resolve
+from .augment import corners_to_boxes, device_preset, inside_plates, resolve
 from .collate import wrap_boxes
 from .framing import Framing, frame, resolve_framing
 from .scene import FolderBackgrounds, augment_scenes, compose, place_plates, procedural_backgrounds
@@ -272,6 +272,7 @@ class PlateGANStream(IterableDataset):
         else:
             images, boxes, corners = frame(images, boxes, aspects, self.framing, g, self._background_rng(seed))
         images, boxes, corners = apply_augment(self.augment, images, boxes, corners, valid, seed)
+        boxes = inside_plates(boxes, corners, valid, W, H)
         return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
 
     def _scenes(self, n: int, g: torch.Generator, seed: int) -> Batch:
@@ -300,6 +301,7 @@ class PlateGANStream(IterableDataset):
                                                packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
+        cb = inside_plates(cb, corners, valid, self.image_size[1], self.image_size[0])
         return Batch(scenes, texts, regions, cb, valid, corners, owner)
 
     def _background_rng(self, seed: int) -> torch.Generator | None:
