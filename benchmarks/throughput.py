@@ -8,14 +8,24 @@
     CPU, and on CUDA (fp32 and fp16 ONNX) when torch sees a GPU.
 Also the GFLOPs per plate of both generators (FlopCounterMode, one plate: plateaug at 64x256,
 unet_256 at 256x256), which explain most of the end-to-end ratio.
+(c) the int8 generator (python -m plateaug.export --int8; --int8-onnx PATH, else exported from
+    --checkpoint into a temporary folder): its generator row and the stream end to end with it.
+How far from the hardware: the same run first measures the machine's peaks (fp32 GFLOP/s of a
+2048x2048 torch.mm, bf16 and int8 (torch._int_mm) the same way where the CPU runs them, GB/s of a
+large tensor copy, read + write), and every plateaug row prints what it achieved next to them:
+generator rows in GFLOP/s (FLOPs counted on the torch model at that canvas; int8 rows against the
+int8 peak), memory-bound stages in GB/s (the bytes of their input and output tensors, a lower bound
+on their traffic), end-to-end rows as the generator's GFLOP/s over the whole pipeline's time.
 
     python benchmarks/throughput.py [--onnx export/plateaug_default.onnx] [--checkpoint export/plateaug_default.pt]
-                                    [--regions cn_blue] [--batches 32,128,256] [--quick] [--json out.json]
+                                    [--int8-onnx PATH | --no-int8] [--regions cn_blue] [--batches 32,128,256]
+                                    [--quick] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import sys
@@ -40,12 +50,13 @@ from common import machine, median_seconds, write_json  # noqa: E402
 from seed_baseline import SeedRenderer, canny, canny_backend, seed_pipeline, unet_256  # noqa: E402
 
 from plateaug.generator.backends import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa: E402
-from plateaug.generator.onnx_export import export_onnx  # noqa: E402
+from plateaug.generator.onnx_export import ExportVerificationError, export_onnx  # noqa: E402
 from plateaug.generator.onnx_runtime import OnnxGenerator  # noqa: E402
+from plateaug.generator.quantize import export_int8  # noqa: E402
 from plateaug.generator.torch_generator import generator_from_checkpoint  # noqa: E402
 from plateaug.models import generator_input  # noqa: E402
 from plateaug.renderer.draw import get_renderer, render  # noqa: E402
-from plateaug.renderer.spec_loader import load_region  # noqa: E402
+from plateaug.renderer.spec_loader import builtin_regions, load_region  # noqa: E402
 from plateaug.renderer.text import sample_text  # noqa: E402
 from plateaug.stream.augment import augment as apply_augment  # noqa: E402
 from plateaug.stream.augment import resolve  # noqa: E402
@@ -54,6 +65,8 @@ from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
 CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas the plateaug FLOPs are counted at
 SEED_CANVAS = (256, 256)
 AUGMENT = "light"
+PEAKS: dict[str, float] = {}  # the machine's measured peaks (measure_peaks), for the "achieved" column
+PEAK_NAMES = {"fp32_gflops": "fp32 mm", "bf16_gflops": "bf16 mm", "int8_gops": "int8 mm", "copy_gbs": "copy"}
 
 
 def gflops(model: nn.Module, shape: tuple[int, ...]) -> float:
@@ -64,16 +77,75 @@ def gflops(model: nn.Module, shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def row(pipeline: str, device: str, batch: int, stage: str, seconds: float, **extra) -> dict:
-    return {"pipeline": pipeline, "device": device, "batch": batch, "stage": stage, "ms_per_batch": seconds * 1e3,
-            "plates_per_s": batch / seconds, **extra}
+def row(pipeline: str, device: str, batch: int, stage: str, seconds: float, gflop: float | None = None,
+        gbytes: float | None = None, peak: str | None = None, **extra) -> dict:
+    """One result; gflop (FLOPs of the batch, 1e9) or gbytes (bytes in + out, 1e9) add the achieved rate
+    and its share of the measured peak `peak` (a PEAKS key; default fp32 for FLOPs, copy for bytes)."""
+    r = {"pipeline": pipeline, "device": device, "batch": batch, "stage": stage, "ms_per_batch": seconds * 1e3,
+         "plates_per_s": batch / seconds, **extra}
+    if gflop is not None:
+        key = peak or "fp32_gflops"
+        r.update(gflops_per_s=gflop / seconds, peak=key)
+        if device == "cpu" and PEAKS.get(key):
+            r["fraction_of_peak"] = r["gflops_per_s"] / PEAKS[key]
+    elif gbytes is not None:
+        key = peak or "copy_gbs"
+        r.update(gb_per_s=gbytes / seconds, peak=key)
+        if device == "cpu" and PEAKS.get(key):
+            r["fraction_of_peak"] = r["gb_per_s"] / PEAKS[key]
+    return r
 
 
 def show(r: dict) -> dict:
     """Print one result row as it is measured."""
+    achieved = ""
+    if "gflops_per_s" in r or "gb_per_s" in r:
+        rate = f"{r['gflops_per_s']:8.1f} GFLOP/s" if "gflops_per_s" in r else f"{r['gb_per_s']:8.2f} GB/s   "
+        share = (f" = {100 * r['fraction_of_peak']:4.1f}% of {PEAK_NAMES.get(r['peak'], r['peak'])}"
+                 if "fraction_of_peak" in r else "")
+        achieved = f"  {rate}{share}"
     print(f"{r['pipeline']:<18}{r['device']:<6}{r['batch']:>6}  {r['stage']:<26}{r['ms_per_batch']:>12.2f}"
-          f"{r['plates_per_s']:>12,.0f}", flush=True)
+          f"{r['plates_per_s']:>12,.0f}{achieved}", flush=True)
     return r
+
+
+# -- the machine's peaks ---------------------------------------------------------------------------------------
+
+def measure_peaks(quick: bool = False) -> dict[str, float]:
+    """Best of a few runs, with the threads set for the benchmark: fp32 / bf16 GFLOP/s and int8 GOP/s
+    of an n x n matrix product (n = 2048, 1024 with --quick; 2 n^3 operations), and GB/s of copying a
+    256 MiB (64 MiB) float tensor, counted as bytes read + bytes written. A dtype this torch cannot
+    multiply on the CPU is left out."""
+    n, mib, runs = (1024, 64, 3) if quick else (2048, 256, 5)
+    g = torch.Generator().manual_seed(0)
+
+    def best(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    peaks = {}
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    peaks["fp32_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, b)) / 1e9
+    try:
+        ab, bb = a.bfloat16(), b.bfloat16()
+        peaks["bf16_gflops"] = 2 * n**3 / best(lambda: torch.mm(ab, bb)) / 1e9
+    except RuntimeError:
+        pass
+    try:
+        ai = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
+        bi = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
+        peaks["int8_gops"] = 2 * n**3 / best(lambda: torch._int_mm(ai, bi)) / 1e9
+    except (RuntimeError, AttributeError):
+        pass
+    src = torch.empty(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    peaks["copy_gbs"] = 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e9
+    return peaks
 
 
 # -- (a) the seed pipeline -------------------------------------------------------------------------------
@@ -120,10 +192,15 @@ def _on_device(model: nn.Module, device: str) -> Callable[[torch.Tensor], torch.
 # -- (b) plateaug ----------------------------------------------------------------------------------------------
 
 def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: list[int], repeats: int,
-                   device: str, all_regions: bool = True) -> list[dict]:
+                   device: str, all_regions: bool = True, gflops_at: Callable[[int, int], float] | None = None,
+                   peak: str = "fp32_gflops", only: tuple[str, ...] | None = None) -> list[dict]:
     """Per-stage (per region) and end-to-end (PlateGANStream over the region mix, and over every
-    shipped region when all_regions) plates/s."""
+    shipped region when all_regions) plates/s. gflops_at(h, w): the generator's GFLOPs per plate at
+    that canvas (generator rows report GFLOP/s against PEAKS[peak]); only: the stage names to run
+    (e.g. ("generator", "end to end") for a second generator), default all."""
     rows = []
+    f4 = 4e-9  # GB per float32 element
+    gf = gflops_at or (lambda h, w: None)
     aug = resolve(AUGMENT)
     for B in batches:
         for region in regions:
@@ -140,26 +217,46 @@ def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: 
             valid = torch.arange(boxes.shape[1], device=device)[None] < plates.lengths.to(device)[:, None]  # (B, S)
             corners = torch.tensor([[0, 0], [CROP[1], 0], [CROP[1], CROP[0]], [0, CROP[0]]], dtype=torch.float32,
                                    device=device).expand(B, 4, 2)
-            stages: list[tuple[str, Callable[[], object]]] = [
-                ("text sampling", lambda B=B, g=g, spec=spec: sample_text(spec, B, g)),
-                ("render", lambda t=texts, spec=spec: render(spec, t, device)),
-                ("outline + hint", lambda p=plates: generator_input(p.images)),
-                (f"generator ({h}x{w})", lambda c=cond: gen(c)),
+            px, crop_px = B * h * w, B * CROP[0] * CROP[1]  # pixels per batch at the canvas and the crop
+            gen_flop = gf(h, w)
+            # (name, function, work): work = {"gflop": ...} or {"gbytes": bytes of the input and output tensors}
+            stages: list[tuple[str, Callable[[], object], dict]] = [
+                ("text sampling", lambda B=B, g=g, spec=spec: sample_text(spec, B, g), {}),
+                ("render", lambda t=texts, spec=spec: render(spec, t, device), {"gbytes": 3 * px * f4}),
+                ("outline + hint", lambda p=plates: generator_input(p.images), {"gbytes": (3 + 4) * px * f4}),
+                (f"generator ({h}x{w})", lambda c=cond: gen(c),
+                 {"gflop": B * gen_flop, "peak": peak} if gen_flop else {}),
                 ("resize to 64x256", lambda o=out: F.interpolate(o, size=CROP, mode="bilinear", align_corners=False,
-                                                                 antialias=True)),
-                (f"augment ({AUGMENT})", lambda c=crop, b=boxes, k=corners, v=valid: apply_augment(aug, c, b, k, v, 1)),
+                                                                 antialias=True), {"gbytes": 3 * (px + crop_px) * f4}),
+                (f"augment ({AUGMENT})", lambda c=crop, b=boxes, k=corners, v=valid: apply_augment(aug, c, b, k, v, 1),
+                 {"gbytes": 2 * 3 * crop_px * f4}),
             ]
-            for stage, fn in stages:
+            for stage, fn, work in stages:
+                if only is not None and not stage.startswith(only):
+                    continue
                 t = median_seconds(fn, repeats, device=device)
-                rows.append(show(row(label, device, B, f"{stage} [{region}]" if len(regions) > 1 else stage, t)))
-        rows.append(show(bench_stream(label, regions, gen, B, repeats, device, "end to end (stream)")))
+                rows.append(show(row(label, device, B, f"{stage} [{region}]" if len(regions) > 1 else stage, t,
+                                     **work)))
+        if only is not None and not "end to end".startswith(only):
+            continue
+        mean_gflop = _mean_gflop(gf, regions)
+        rows.append(show(bench_stream(label, regions, gen, B, repeats, device, "end to end (stream)",
+                                      {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
         if all_regions:
-            rows.append(show(bench_stream(label, None, gen, B, repeats, device, "end to end (all regions)")))
+            mean_gflop = _mean_gflop(gf, builtin_regions())
+            rows.append(show(bench_stream(label, None, gen, B, repeats, device, "end to end (all regions)",
+                                          {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
     return rows
 
 
+def _mean_gflop(gf: Callable[[int, int], float | None], regions: list[str]) -> float | None:
+    """The generator's mean GFLOPs per plate over equally weighted regions (each at its canvas)."""
+    values = [gf(*load_region(r).canvas) for r in regions]
+    return None if None in values else sum(values) / len(values)
+
+
 def bench_stream(label: str, regions: list[str] | None, gen: OnnxGenerator, B: int, repeats: int, device: str,
-                 stage: str) -> dict:
+                 stage: str, work: dict | None = None) -> dict:
     """One batch from iter(PlateGANStream(batch_size=B, augment="light")): images and targets, as a user gets them."""
     stream = PlateGANStream(regions=regions, batch_size=B, augment=AUGMENT, generator=gen, seed=0, device=device)
     it = iter(stream)
@@ -168,7 +265,7 @@ def bench_stream(label: str, regions: list[str] | None, gen: OnnxGenerator, B: i
     t = median_seconds(lambda: next(it), repeats, device=device)
     # torch's allocations only: ORT's CUDA arena is not counted
     extra = {"peak_torch_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}
-    return row(label, device, B, stage, t, **extra)
+    return row(label, device, B, stage, t, **(work or {}), **extra)
 
 
 def fp16_model(onnx: Path, checkpoint: Path, tmp: Path) -> Path:
@@ -177,6 +274,22 @@ def fp16_model(onnx: Path, checkpoint: Path, tmp: Path) -> Path:
     if sibling.is_file():
         return sibling
     return export_onnx(checkpoint, tmp / "g_fp16.onnx", fp16=True).path
+
+
+def int8_model(onnx: Path, checkpoint: Path, tmp: Path, given: str | None, quick: bool) -> Path | None:
+    """The int8 generator: `given`, else the <stem>_int8.onnx sibling of the fp32 file, else exported
+    from the checkpoint into tmp (a smaller calibration set with --quick); None, with a note, when the
+    export fails its verification."""
+    if given:
+        return Path(given)
+    sibling = onnx.with_name(f"{onnx.stem}_int8.onnx")
+    if sibling.is_file():
+        return sibling
+    try:
+        return export_int8(checkpoint, tmp / "g_int8.onnx", per_region=8 if quick else 16).path
+    except ExportVerificationError as e:
+        print(f"no int8 rows: {e}")
+        return None
 
 
 # -- report --------------------------------------------------------------------------------------------------------
@@ -218,6 +331,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-cuda", action="store_true", help="CPU rows only")
     ap.add_argument("--quick", action="store_true", help="smoke run (< 60 s): B=32 only, unet_256 at B=1,2, "
                                                          "one repeat")
+    ap.add_argument("--int8-onnx", help="int8 generator (python -m plateaug.export --int8); default: the <onnx stem>"
+                                        "_int8.onnx sibling if present, else exported from --checkpoint")
+    ap.add_argument("--no-int8", action="store_true", help="no int8 rows")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     onnx, checkpoint = Path(args.onnx), Path(args.checkpoint)
@@ -240,26 +356,41 @@ def main(argv: list[str] | None = None) -> dict:
           + (f", {info['gpu']}" if "gpu" in info else ""))
     print(f"generator: {onnx}; regions {regions}; crop {CROP[0]}x{CROP[1]}; augment {AUGMENT!r}")
     t0 = time.perf_counter()
-    flops = {"plateaug": gflops(generator_from_checkpoint(checkpoint), (1, 4, *CROP)),
-             "seed_unet_256": gflops(unet_256(), (1, 3, *SEED_CANVAS))}
-    print(f"\n{'pipeline':<18}{'dev':<6}{'B':>6}  {'stage':<26}{'ms/batch':>12}{'plates/s':>12}")
+    torch_model = generator_from_checkpoint(checkpoint)
+    flops = {"plateaug": gflops(torch_model, (1, 4, *CROP)), "seed_unet_256": gflops(unet_256(), (1, 3, *SEED_CANVAS))}
+    gflops_at = functools.lru_cache(maxsize=None)(lambda h, w: gflops(torch_model, (1, 4, h, w)))
+    PEAKS.update(measure_peaks(args.quick))
+    print("machine peaks (this run, " + f"{torch.get_num_threads()} threads): "
+          + ", ".join(f"{PEAK_NAMES[k]} {v:,.1f} {'GB/s' if k == 'copy_gbs' else 'GFLOP/s'}" for k, v in PEAKS.items()))
+    print(f"\n{'pipeline':<18}{'dev':<6}{'B':>6}  {'stage':<26}{'ms/batch':>12}{'plates/s':>12}  achieved")
     rows = bench_seed(seed_batches, n_seed_plates, repeats, "cpu")
     rows += bench_plateaug("plateaug ORT fp32", regions, OnnxGenerator(onnx, threads=torch.get_num_threads()),
-                           batches, repeats, "cpu")
+                           batches, repeats, "cpu", gflops_at=gflops_at)
+    int8_path = None
+    if not args.no_int8:
+        with tempfile.TemporaryDirectory() as tmp:
+            int8_path = int8_model(onnx, checkpoint, Path(tmp), args.int8_onnx, args.quick)
+            if int8_path is not None:
+                rows += bench_plateaug("plateaug ORT int8", regions, OnnxGenerator(int8_path,
+                                                                                   threads=torch.get_num_threads()),
+                                       batches, repeats, "cpu", all_regions=False, gflops_at=gflops_at,
+                                       peak="int8_gops" if "int8_gops" in PEAKS else "fp32_gflops",
+                                       only=("generator", "end to end"))
     if cuda:
         rows += bench_seed(seed_batches, n_seed_plates, repeats, "cuda")
         with tempfile.TemporaryDirectory() as tmp:
             for label, path in (("plateaug ORT fp32", onnx), ("plateaug ORT fp16", fp16_model(onnx, checkpoint,
                                                                                                 Path(tmp)))):
                 rows += bench_plateaug(label, regions, OnnxGenerator(path, device="cuda"), cuda_batches, repeats,
-                                       "cuda")
+                                       "cuda", gflops_at=gflops_at)
     summary = summarise(rows, flops)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
     print(f"peak process RSS {peak_rss:,.0f} MiB; total {time.perf_counter() - t0:.0f} s")
     payload = {"machine": info, "settings": {"onnx": str(onnx), "checkpoint": str(checkpoint), "regions": regions,
                                              "crop": list(CROP), "augment": AUGMENT, "repeats": repeats,
-                                             "seed_canvas": list(SEED_CANVAS), "canny": canny_backend()},
-               "gflops_per_plate": flops, "results": rows, **summary, "peak_rss_mib": peak_rss}
+                                             "seed_canvas": list(SEED_CANVAS), "canny": canny_backend(),
+                                             "int8_onnx": str(int8_path) if int8_path else None},
+               "peaks": dict(PEAKS), "gflops_per_plate": flops, "results": rows, **summary, "peak_rss_mib": peak_rss}
     write_json(args.json, payload)
     return payload
 

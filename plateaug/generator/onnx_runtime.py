@@ -30,7 +30,9 @@ INSTALL_HINT = ('install the CUDA and cuDNN libraries this onnxruntime-gpu was b
 _REQUIRED = ("plateaug.in_channels", "plateaug.channels", "plateaug.value_range", "plateaug.size_multiple",
              "plateaug.dtype")
 _DTYPES = {"float32": (torch.float32, np.float32, "tensor(float)"),
-           "float16": (torch.float16, np.float16, "tensor(float16)")}
+           "float16": (torch.float16, np.float16, "tensor(float16)"),
+           # int8 QDQ (generator/quantize.py): int8 weights and activations inside, float32 in and out
+           "int8": (torch.float32, np.float32, "tensor(float)")}
 _LOAD_ERRORS = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoModel, ort_state.Fail,
                 ort_state.InvalidArgument, ort_state.NotImplemented)
 _MODEL_ERRORS = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoModel)  # the file, not the device

@@ -17,7 +17,9 @@ import torch
 from kornia.geometry.transform import warp_perspective
 from torch import nn
 
-PRESETS = ("none", "light", "heavy")
+from .fused_augment import FusedLight
+
+PRESETS = ("none", "light", "heavy", "light_kornia")
 CPU_CHUNK = 32  # images augmented at a time on the CPU
 
 
@@ -32,10 +34,14 @@ class BorderPerspective(K.RandomPerspective):
 
 
 def build_preset(name: str) -> nn.Module | None:
-    """`none` -> None; `light`/`heavy` -> kornia AugmentationSequential over (image, keypoints)."""
+    """`none` -> None; `light` -> FusedLight (the kornia light preset's transforms and distributions,
+    perspective and affine in one warp: fused_augment.py); `light_kornia`/`heavy` -> kornia
+    AugmentationSequential over (image, keypoints)."""
     if name == "none":
         return None
     if name == "light":
+        return FusedLight()  # the same parameters as light_kornia below
+    if name == "light_kornia":
         # cheap ops only (this preset is on the stream's default path): no HSV round
         # trip, no full-batch noise tensor (kornia draws it for every image whatever p is)
         ops = [
