@@ -123,3 +123,12 @@ def test_character_boxes_stay_on_their_plate_after_framing_and_augmentation(writ
         cb = t["char_boxes"]
         assert (cb[:, :2] >= plate[:2] - 1e-4).all() and (cb[:, 2:] <= plate[2:] + 1e-4).all()
         assert (cb[:, 2:] >= cb[:, :2]).all() and len(cb) == len(t["text"])
+
+
+def test_framing_from_a_config_dict():
+    f = resolve_framing({"margin_x": [0.0, 0.04], "tilt_deg": 3, "p_low_res": 0.3})
+    assert f == Framing(margin_x=(0.0, 0.04), tilt_deg=3, p_low_res=0.3)
+    with pytest.raises(ValueError, match="unknown fields"):
+        resolve_framing({"margins": 0.1})
+    with pytest.raises(ValueError, match="margin_x"):
+        resolve_framing({"margin_x": [0.3, 0.1]})

@@ -48,10 +48,17 @@ class Framing:
 FRAMINGS: dict[str, Framing | None] = {"tight": None, "detector": Framing()}
 
 
-def resolve_framing(framing: str | Framing | None) -> Framing | None:
-    """A preset name ("tight": the plate fills the crop; "detector"), a Framing, or None (= tight)."""
+def resolve_framing(framing: str | Framing | dict | None) -> Framing | None:
+    """A preset name ("tight": the plate fills the crop; "detector"), a Framing, a dict of Framing
+    fields (from a JSON/TOML config), or None (= tight)."""
     if framing is None or isinstance(framing, Framing):
         return framing
+    if isinstance(framing, dict):
+        fields = set(Framing.__dataclass_fields__)
+        unknown = sorted(set(framing) - fields)
+        if unknown:
+            raise ValueError(f"framing: unknown fields {unknown}; Framing has {sorted(fields)}")
+        return Framing(**{k: tuple(v) if isinstance(v, list) else v for k, v in framing.items()})
     if isinstance(framing, str) and framing in FRAMINGS:
         return FRAMINGS[framing]
     raise ValueError(f"framing must be one of {sorted(FRAMINGS)} or a plateaug.Framing, got {framing!r}")
