@@ -17,6 +17,7 @@ from torch import nn
 
 from .._version import __version__
 from ..models.contract import CHANNELS, IN_CHANNELS, SIZE_MULTIPLE, VALUE_RANGE
+from ..writers.atomic import publish
 from .checkpoint import load_checkpoint
 from .torch_generator import generator_from_checkpoint
 
@@ -80,9 +81,7 @@ def export_onnx(checkpoint_or_model: dict | str | Path | nn.Module, out_path: st
                 raise ExportVerificationError(
                     f"ONNX export for {out_path} does not match torch: max abs err {max_abs:.3g}, relative err "
                     f"{rel:.3g} > {TOLERANCE[fp16]:g} ({'fp16' if fp16 else 'fp32'}, sizes B,H,W {list(sizes)})")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
+        publish(tmp, out_path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -38,6 +38,7 @@ from ..models.contract import IN_CHANNELS, generator_input
 from ..renderer.draw import render
 from ..renderer.spec_loader import builtin_regions, load_region
 from ..renderer.text import sample_text
+from ..writers.atomic import publish
 from .onnx_export import (
     INPUT_NAME,
     VERIFY_BATCHES,
@@ -166,9 +167,7 @@ def export_int8(checkpoint_or_model: dict | str | Path | nn.Module, out_path: st
                                       "plateaug.int8_error": json.dumps({k: round(v, 6) for k, v in errors.items()
                                                                          if isinstance(v, float)}, sort_keys=True)})
                 onnx.save(proto, str(tmp))
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out_path)
+            publish(tmp, out_path)
         finally:
             if tmp.exists():
                 tmp.unlink()

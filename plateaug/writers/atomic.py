@@ -29,5 +29,14 @@ def atomic_write_bytes(path: str | Path, data: bytes, tag: str = "") -> Path:
     return path
 
 
+def publish(tmp: Path, path: Path) -> Path:
+    """Make a finished temp file (written by another library, e.g. an ONNX exporter) durable and
+    rename it over `path` in one step."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str, tag: str = "") -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), tag)
