@@ -72,3 +72,11 @@ gap_mm = 6
 [[patterns]]
 pattern = "L L D D D D"
 """
+
+
+def onnx_exports(model: nn.Module, folder: Path) -> dict[torch.dtype, Path]:
+    """fp32 and fp16 ONNX exports of `model` in `folder` (unverified: test_export verifies; this stays fast)."""
+    from plateaug import export_onnx
+
+    return {torch.float32: export_onnx(model, folder / "g.onnx", verify=False).path,
+            torch.float16: export_onnx(model, folder / "g_fp16.onnx", fp16=True, verify=False).path}

@@ -26,14 +26,13 @@ import kornia.augmentation as KA
 import onnxruntime as ort
 import pytest
 import torch
-from fixtures import random_generator
+from fixtures import onnx_exports, random_generator
 from kornia.geometry.transform import get_perspective_transform, warp_perspective
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from torch import nn
 from torch.utils.data import DataLoader
 
 from plateaug import PlateGANStream
-from plateaug.generator.onnx_export import export_onnx
 from plateaug.generator.onnx_runtime import OnnxGenerator
 from plateaug.renderer.device import resolve_device, to_device
 from plateaug.stream.augment import resolve
@@ -51,9 +50,7 @@ def model() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def paths(model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[torch.dtype, Path]:
-    d = tmp_path_factory.mktemp("onnx_gpu")
-    return {torch.float32: export_onnx(model, d / "g.onnx", verify=False).path,
-            torch.float16: export_onnx(model, d / "g_fp16.onnx", fp16=True, verify=False).path}
+    return onnx_exports(model, tmp_path_factory.mktemp("onnx_gpu"))
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:

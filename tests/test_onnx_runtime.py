@@ -9,11 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from fixtures import random_generator
+from fixtures import onnx_exports, random_generator
 from torch import nn
 
 import plateaug.generator.onnx_runtime as onnx_runtime
-from plateaug.generator.onnx_export import export_onnx
 from plateaug.generator.onnx_runtime import DEFAULT_MODEL, OnnxGenerator
 from plateaug.generator.torch_generator import TorchGenerator
 from plateaug.models import create_generator
@@ -36,9 +35,7 @@ def model() -> nn.Module:
 @pytest.fixture(scope="module")
 def paths(model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[torch.dtype, Path]:
     """fp32 and fp16 exports of `model` (verified by test_export; not here, to stay fast)."""
-    d = tmp_path_factory.mktemp("onnx")
-    return {torch.float32: export_onnx(model, d / "g.onnx", verify=False).path,
-            torch.float16: export_onnx(model, d / "g_fp16.onnx", fp16=True, verify=False).path}
+    return onnx_exports(model, tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="module")
