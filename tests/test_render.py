@@ -74,7 +74,8 @@ def test_batch_equals_one_by_one(region):
     together = render(region, batch)
     for i in range(12):
         one = render(region, batch[i])
-        again = render(region, encode_texts(region, [batch.texts[i]], batch.style[i: i + 1], batch.pattern[i: i + 1]))
+        again = render(region, encode_texts(region, [batch.texts[i]], batch.style[i: i + 1], batch.pattern[i: i + 1],
+                                            batch.stroke[i: i + 1]))
         assert torch.equal(one.images, again.images)
         assert one.texts == [together.texts[i]]
         assert torch.allclose(one.images[0], together.images[i], atol=1e-6)

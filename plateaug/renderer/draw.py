@@ -13,6 +13,7 @@ from .device import to_device
 from .layers import background_layers, band_overlays, rgb, separator_masks
 from .spec import RegionSpec
 from .spec_loader import load_region
+from .stroke import stroke_weight
 from .text import TextBatch, encode_texts, grammar
 
 CPU_CHUNK = 32  # plates composed at a time on the CPU
@@ -94,17 +95,27 @@ class Renderer:
         step = CPU_CHUNK if dev.type == "cpu" else B
         for s in range(0, B, step):
             e = min(s + step, B)
-            self._compose(img[s:e], batch.pattern[s:e], gid[s:e], style[s:e])
+            stroke = None if batch.stroke is None else batch.stroke[s:e]  # (e - s,) CPU
+            self._compose(img[s:e], batch.pattern[s:e], gid[s:e], style[s:e], stroke)
         boxes = self.glyphs.ink_boxes[gid] + self.origins[pattern].repeat(1, 1, 2)  # (B, S, 4)
+        if batch.stroke is not None:  # thickened ink reaches up to ceil(-stroke) px past the typeface's ink box
+            grow = to_device((-batch.stroke).clamp(min=0).ceil(), dev)  # (B,)
+            boxes = boxes + grow[:, None, None] * torch.tensor([-1.0, -1.0, 1.0, 1.0], device=dev)
+            limit = torch.tensor([W, H, W, H], dtype=boxes.dtype, device=dev)
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
         boxes = boxes * valid[..., None]
         return PlateBatch(images=img, texts=list(batch.texts), char_boxes=boxes,
                           lengths=lengths.contiguous(), corners=self.corners.expand(B, 4, 2).clone(),
                           region=spec.name)
 
-    def _compose(self, img: torch.Tensor, pattern: torch.Tensor, gid: torch.Tensor, style: torch.Tensor) -> None:
-        """Fill img (b, 3, H, W) in place: background, band texts, then the text ink."""
+    def _compose(self, img: torch.Tensor, pattern: torch.Tensor, gid: torch.Tensor, style: torch.Tensor,
+                 stroke: torch.Tensor | None = None) -> None:
+        """Fill img (b, 3, H, W) in place: background, band texts, then the text ink (its stroke
+        weight changed by `stroke` (b,) px when given)."""
         y0, y1 = self.text_rows
         ink = self._ink(pattern, gid)[:, :, y0:y1]  # (b, 1, h, W) coverage of the text rows
+        if stroke is not None:
+            ink = stroke_weight(ink, stroke)
         torch.index_select(self.backgrounds, 0, style[:, 0], out=img)
         for band, b0, b1, masks, color in self.overlays:
             img[:, :, b0:b1].lerp_(color, masks[style[:, 2 + band]])

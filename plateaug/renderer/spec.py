@@ -104,6 +104,10 @@ class RegionSpec:
     rows: tuple[Row, ...]
     bands: tuple[Band, ...]
     patterns: tuple[Pattern, ...]
+    # per-plate stroke weight change of the characters, drawn uniformly in (low, high) canvas pixels:
+    # > 0 thins the strokes (erosion), < 0 thickens them; real plates' strokes vary with font,
+    # wear, exposure and blur, a single weight per typeface teaches a recogniser one look
+    stroke_px: tuple[float, float] = (0.0, 0.0)
 
     @property
     def class_map(self) -> dict[str, CharClass]:

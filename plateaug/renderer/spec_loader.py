@@ -50,6 +50,7 @@ MAX_BAND_TEXT_LEN = 64  # characters per band text
 MAX_PATTERNS = 256
 MAX_TOKENS = 32  # tokens per pattern, separators and "/" included
 MAX_COLORS = 64  # background colours, text colours
+MAX_STROKE_PX = 4.0  # |stroke weight change| in canvas pixels
 MAX_WEIGHT = 1e6  # pattern weights are relative; bounded so their sum stays finite
 
 
@@ -224,13 +225,17 @@ class _Parser:
             raise self.fail("canvas_px", f"{canvas[0]}x{canvas[1]} px is too large for a plate canvas: at most "
                                          f"{MAX_CANVAS_SIDE} px a side and {MAX_CANVAS_PIXELS:,} px in all")
         text = self.get(d, "text", "", dict)
-        self.unknown(text, {"colors", "font"}, "text")
+        self.unknown(text, {"colors", "font", "stroke_px"}, "text")
         text_colors = self.get(text, "colors", "text", list)
         if not text_colors:
             raise self.fail("text.colors", "needs at least one colour")
         self.at_most(text_colors, MAX_COLORS, "text.colors", "colours")
         text_colors = tuple(self.color(c, "text.colors") for c in text_colors)
         default_fonts = self.fonts(self.get(text, "font", "text", (str, list)), "text.font")
+        stroke = self.numbers(text, "stroke_px", "text", 2, (0.0, 0.0))
+        if not -MAX_STROKE_PX <= stroke[0] <= stroke[1] <= MAX_STROKE_PX:
+            raise self.fail("text.stroke_px", f"expected [low, high] with -{MAX_STROKE_PX} <= low <= high <= "
+                                              f"{MAX_STROKE_PX} (canvas pixels), got {list(stroke)}")
         classes = self.parse_classes(default_fonts)
         separators = self.parse_separators()
         clash = {c.key for c in classes} & {s.key for s in separators}
@@ -244,7 +249,7 @@ class _Parser:
             size_mm=size, canvas=(canvas[0], canvas[1]), backgrounds=backgrounds,
             border_color=border_color, border_mm=border_mm, text_colors=text_colors,
             classes=classes, separators=separators, rows=rows, bands=bands,
-            patterns=self.parse_patterns(classes, separators, rows),
+            patterns=self.parse_patterns(classes, separators, rows), stroke_px=stroke,
         )
         self.check_layouts(spec)
         return spec

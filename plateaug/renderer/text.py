@@ -26,6 +26,7 @@ class TextBatch:
     local: torch.Tensor  # (B, S) int64, 0 for padding
     lengths: torch.Tensor  # (B,) int64
     style: torch.Tensor  # (B, 2 + n_bands [+ 1 typeface]) int64
+    stroke: torch.Tensor | None = None  # (B,) float32 stroke weight change in canvas px (> 0 thins); None = 0
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -35,7 +36,7 @@ class TextBatch:
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return TextBatch(self.texts[index], self.pattern[index], self.local[index], self.lengths[index],
-                         self.style[index])
+                         self.style[index], None if self.stroke is None else self.stroke[index])
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,11 @@ def sample_text(spec: RegionSpec | str, n: int, generator: torch.Generator | Non
     sizes = torch.tensor(g.style_sizes, dtype=torch.float64)
     style = (torch.rand(n, len(sizes), generator=generator, dtype=torch.float64) * sizes).long()
     style = torch.minimum(style, sizes.long() - 1)
-    return TextBatch(_strings(g, pattern, local, lengths), pattern, local, lengths, style)
+    stroke = None
+    lo, hi = spec.stroke_px
+    if hi > lo or lo != 0:  # drawn last: specs without stroke variety keep their exact plates per seed
+        stroke = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).float()
+    return TextBatch(_strings(g, pattern, local, lengths), pattern, local, lengths, style, stroke)
 
 
 def _strings(g: _Grammar, pattern: torch.Tensor, local: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -128,10 +133,11 @@ def _match(spec: RegionSpec, tokens: tuple[str, ...], text: str) -> str | None:
 
 
 def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor | None = None,
-                 pattern: torch.Tensor | None = None) -> TextBatch:
+                 pattern: torch.Tensor | None = None, stroke: torch.Tensor | None = None) -> TextBatch:
     """Turn given strings into a TextBatch. Each string takes the first pattern that accepts it
     (written with or without its separators: "ABC-1234" or "ABC1234"), or `pattern[i]` when
     given (patterns can differ only in separator positions). Labels hold characters only.
+    `stroke` (B,) sets each plate's stroke weight change in canvas px (default: none).
 
     Raises ValueError naming the string when no (or not the given) pattern accepts it.
     """
@@ -160,4 +166,9 @@ def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor |
         style = torch.zeros(len(texts), len(g.style_sizes), dtype=torch.int64)
     elif style.shape != (len(texts), len(g.style_sizes)):
         raise ValueError(f"style must have shape {(len(texts), len(g.style_sizes))}, got {tuple(style.shape)}")
-    return TextBatch(labels, pattern, local, g.lengths[pattern], style)
+    if stroke is not None and (stroke.shape != (len(texts),) or stroke.device.type != "cpu"
+                               or not bool(torch.isfinite(stroke).all())):
+        raise ValueError(f"stroke must be a finite CPU tensor of shape ({len(texts)},), got {tuple(stroke.shape)} "
+                         f"on {stroke.device}")
+    return TextBatch(labels, pattern, local, g.lengths[pattern], style,
+                     None if stroke is None else stroke.float())
