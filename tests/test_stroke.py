@@ -27,8 +27,8 @@ def test_zero_keeps_ink_exactly_and_signs_thin_or_thicken():
     out = stroke_weight(ink, torch.tensor([0.0, 1.0, -1.0]))
     assert out.shape == ink.shape
     assert torch.equal(out[0], ink[0])
-    assert torch.equal(out[1], -F.max_pool2d(-ink[1:2], 3, 1, 1)[0])  # one whole erosion step
-    assert torch.equal(out[2], F.max_pool2d(ink[2:3], 3, 1, 1)[0])  # one whole dilation step
+    torch.testing.assert_close(out[1], -F.max_pool2d(-ink[1:2], 3, 1, 1)[0])  # one whole erosion step
+    torch.testing.assert_close(out[2], F.max_pool2d(ink[2:3], 3, 1, 1)[0])  # one whole dilation step
     assert out[1].sum() < ink[0].sum() < out[2].sum()
     assert 0 <= out.min() and out.max() <= 1
 
