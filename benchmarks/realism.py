@@ -380,8 +380,7 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
           + ", ".join(f"{r}: train {count(real_train, r)} / test {count(test, r)}" for r in regions))
     print(f"stream options of `default`: {base or '(shipped defaults)'}; pool {s.pool} + check {s.n_check} crops per "
           f"synthetic source; recogniser {s.steps} steps x batch {s.batch} (lr {s.lr:g}), real {s.real_steps}, "
-          f"real+default +"
-          f"{s.finetune_steps} steps (lr {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
+          f"real+default +{s.finetune_steps} steps (lr {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
           f"seeds {seeds}; {len(charset)} classes + blank", flush=True)
 
     models: dict[tuple[str, int], CRNN] = {}

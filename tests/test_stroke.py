@@ -100,7 +100,7 @@ def test_encode_texts_takes_strokes_and_refuses_bad_ones(write_spec):
     spec = load_region(write_spec(flat_spec(), name="plain"))
     batch = encode_texts(spec, ["AB1234", "CD5678"], stroke=torch.tensor([0.5, -0.5]))
     assert batch.stroke.tolist() == [0.5, -0.5]
-    for bad in (torch.zeros(3), torch.tensor([0.0, float("nan")])):
+    for bad in (torch.zeros(3), torch.tensor([0.0, float("nan")]), torch.tensor([0.0, 50.0])):
         with pytest.raises(ValueError, match="stroke must be"):
             encode_texts(spec, ["AB1234", "CD5678"], stroke=bad)
 

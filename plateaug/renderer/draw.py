@@ -68,6 +68,8 @@ class Renderer:
         self.has_separators = bool(self.separators.any())
         self.text_colors = torch.stack([torch.from_numpy(rgb(c)) for c in spec.text_colors]).to(dev)
         self.corners = torch.tensor([[0, 0], [W, 0], [W, H], [0, H]], dtype=torch.float32, device=dev)
+        self.box_grow = torch.tensor([-1.0, -1.0, 1.0, 1.0], device=dev)  # xyxy outwards, per pixel of dilation
+        self.box_limit = torch.tensor([W, H, W, H], dtype=torch.float32, device=dev)
         self.n_style = len(grammar(spec).style_sizes)
         ys = [sl.y for lay in self.glyphs.layouts for sl in lay.chars + lay.separators]
         ye = [sl.y + sl.h for lay in self.glyphs.layouts for sl in lay.chars + lay.separators]
@@ -100,9 +102,7 @@ class Renderer:
         boxes = self.glyphs.ink_boxes[gid] + self.origins[pattern].repeat(1, 1, 2)  # (B, S, 4)
         if batch.stroke is not None:  # thickened ink reaches up to ceil(-stroke) px past the typeface's ink box
             grow = to_device((-batch.stroke).clamp(min=0).ceil(), dev)  # (B,)
-            boxes = boxes + grow[:, None, None] * torch.tensor([-1.0, -1.0, 1.0, 1.0], device=dev)
-            limit = torch.tensor([W, H, W, H], dtype=boxes.dtype, device=dev)
-            boxes = torch.minimum(boxes.clamp(min=0), limit)
+            boxes = torch.minimum((boxes + grow[:, None, None] * self.box_grow).clamp(min=0), self.box_limit)
         boxes = boxes * valid[..., None]
         return PlateBatch(images=img, texts=list(batch.texts), char_boxes=boxes,
                           lengths=lengths.contiguous(), corners=self.corners.expand(B, 4, 2).clone(),

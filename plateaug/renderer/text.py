@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .spec import RegionSpec
-from .spec_loader import load_region
+from .spec_loader import MAX_STROKE_PX, load_region
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def sample_text(spec: RegionSpec | str, n: int, generator: torch.Generator | Non
     style = (torch.rand(n, len(sizes), generator=generator, dtype=torch.float64) * sizes).long()
     style = torch.minimum(style, sizes.long() - 1)
     stroke = None
-    lo, hi = spec.stroke_px
-    if hi > lo or lo != 0:  # drawn last: specs without stroke variety keep their exact plates per seed
+    if spec.stroke_px != (0.0, 0.0):  # drawn last: specs without stroke variety keep their plates per seed
+        lo, hi = spec.stroke_px
         stroke = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).float()
     return TextBatch(_strings(g, pattern, local, lengths), pattern, local, lengths, style, stroke)
 
@@ -167,8 +167,8 @@ def encode_texts(spec: RegionSpec | str, texts: list[str], style: torch.Tensor |
     elif style.shape != (len(texts), len(g.style_sizes)):
         raise ValueError(f"style must have shape {(len(texts), len(g.style_sizes))}, got {tuple(style.shape)}")
     if stroke is not None and (stroke.shape != (len(texts),) or stroke.device.type != "cpu"
-                               or not bool(torch.isfinite(stroke).all())):
-        raise ValueError(f"stroke must be a finite CPU tensor of shape ({len(texts)},), got {tuple(stroke.shape)} "
-                         f"on {stroke.device}")
+                               or not bool((stroke.abs() <= MAX_STROKE_PX).all())):  # NaN fails too
+        raise ValueError(f"stroke must be a CPU tensor of shape ({len(texts)},) with |values| <= {MAX_STROKE_PX} px "
+                         f"(each pixel is one erosion/dilation pass), got {tuple(stroke.shape)} on {stroke.device}")
     return TextBatch(labels, pattern, local, g.lengths[pattern], style,
                      None if stroke is None else stroke.float())
