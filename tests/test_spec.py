@@ -152,3 +152,20 @@ def test_one_font_specs_keep_their_style_columns(write_spec):
     one = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', 'font = "OSP-DIN"')
     spec = load_region(write_spec(one))
     assert spec.n_fonts == 1 and sample_text(spec, 3, torch.Generator().manual_seed(0)).style.shape == (3, 2)
+
+
+def test_every_bundled_font_is_documented_with_its_licence():
+    """A font ships only with its source and licence named in fonts/README.md, and that licence file."""
+    from plateaug.renderer.spec import FONTS_DIR
+
+    readme = (FONTS_DIR / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    fonts = sorted(p.name for p in FONTS_DIR.iterdir() if p.suffix in (".ttf", ".otf"))
+    assert len(fonts) >= 9
+    for name in fonts:
+        row = next((r for r in rows if f"`{name}`" in r), None)
+        assert row is not None, f"{name} is not in fonts/README.md"
+        licences = [w.strip("`:,.") for w in row.split() if w.strip("`:,.").startswith("LICENSE-")]
+        assert licences and all((FONTS_DIR / lic).is_file() for lic in licences), (name, licences)
+    used = {f.name for r in builtin_regions() for c in load_region(r).classes for f in c.fonts}
+    assert used <= set(fonts) and {"BarlowSemiCondensed-SemiBold.ttf", "Oswald-Medium.ttf"} <= used
