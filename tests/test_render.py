@@ -122,3 +122,27 @@ def test_strings_with_separators_pick_their_pattern():
     assert tokens[:3] == ["L L L _ D D D", "D D D _ L L L", "L L L - D D D D"]
     with pytest.raises(ValueError, match="matches no pattern"):
         encode_texts(spec, ["ABC+123"])
+
+
+@pytest.mark.parametrize("region", builtin_regions())
+def test_every_typeface_of_every_region_draws_its_characters(region):
+    """Each of a region's typefaces (forced through the style's last column) draws ink in every
+    character box, and no two typefaces draw the same plate."""
+    spec = load_region(region)
+    batch = _sample(region, 6, seed=1)
+    bg = Renderer(spec).backgrounds[batch.style[:, 0]]  # (6, 3, H, W) plates without text
+    drawn = []
+    for v in range(spec.n_fonts):
+        style = batch.style.clone()
+        if spec.n_fonts > 1:
+            style[:, -1] = v
+        plates = render(spec, type(batch)(batch.texts, batch.pattern, batch.local, batch.lengths, style,
+                                          torch.zeros(6)))
+        for b, text in enumerate(plates.texts):
+            for x0, y0, x1, y1 in plates.char_boxes[b, : len(text)].long().tolist():
+                diff = (plates.images[b, :, y0:y1, x0:x1] - bg[b, :, y0:y1, x0:x1]).abs().amax(0)
+                assert (diff > 0.3).float().mean() > 0.1, f"{region} typeface {v} {text!r}: a box holds no ink"
+        drawn.append(plates.images)
+    for i in range(len(drawn)):
+        for j in range(i + 1, len(drawn)):
+            assert (drawn[i] - drawn[j]).abs().amax() > 0.5, f"{region}: typefaces {i} and {j} draw the same plates"
