@@ -15,6 +15,14 @@ def _sample(region, n, seed=0):
     return sample_text(region, n, torch.Generator().manual_seed(seed))
 
 
+def _assert_boxes_hold_ink(image, background, boxes, min_share, what):
+    """Every box (n, 4) xyxy of `image` (3, H, W) has >= min_share of its pixels far (> 0.3) from
+    the plate drawn without text, `background` (3, H, W)."""
+    for x0, y0, x1, y1 in boxes.long().tolist():
+        diff = (image[:, y0:y1, x0:x1] - background[:, y0:y1, x0:x1]).abs().amax(0)
+        assert (diff > 0.3).float().mean() > min_share, f"{what}: a character box holds no ink"
+
+
 @pytest.mark.parametrize("region", builtin_regions())
 def test_every_region_renders_on_cpu(region):
     spec = load_region(region)
@@ -36,9 +44,7 @@ def test_every_region_renders_on_cpu(region):
         assert (boxes[1:, 0] >= boxes[:-1, 0]).all(), "boxes follow reading order"
         # every box holds ink: pixels far from this plate's background layer (text colour)
         bg = Renderer(spec).backgrounds[batch.style[b, 0]]  # (3, H, W) plate without text
-        for x0, y0, x1, y1 in boxes.long().tolist():
-            diff = (plates.images[b, :, y0:y1, x0:x1] - bg[:, y0:y1, x0:x1]).abs().amax(0)
-            assert (diff > 0.3).float().mean() > 0.15, f"{region} {text!r}: a character box holds no ink"
+        _assert_boxes_hold_ink(plates.images[b], bg, boxes, 0.15, f"{region} {text!r}")
 
 
 def test_labels_match_pixels_exactly(write_spec, mini_spec_text):
@@ -139,9 +145,8 @@ def test_every_typeface_of_every_region_draws_its_characters(region):
         plates = render(spec, type(batch)(batch.texts, batch.pattern, batch.local, batch.lengths, style,
                                           torch.zeros(6)))
         for b, text in enumerate(plates.texts):
-            for x0, y0, x1, y1 in plates.char_boxes[b, : len(text)].long().tolist():
-                diff = (plates.images[b, :, y0:y1, x0:x1] - bg[b, :, y0:y1, x0:x1]).abs().amax(0)
-                assert (diff > 0.3).float().mean() > 0.1, f"{region} typeface {v} {text!r}: a box holds no ink"
+            _assert_boxes_hold_ink(plates.images[b], bg[b], plates.char_boxes[b, : len(text)], 0.1,
+                                   f"{region} typeface {v} {text!r}")
         drawn.append(plates.images)
     for i in range(len(drawn)):
         for j in range(i + 1, len(drawn)):
