@@ -23,6 +23,12 @@ def _assert_boxes_hold_ink(image, background, boxes, min_share, what):
         assert (diff > 0.3).float().mean() > min_share, f"{what}: a character box holds no ink"
 
 
+def _without_text(spec, background_style: torch.Tensor) -> torch.Tensor:
+    """The background layer(s) (..., 3, H, W) that the background style value(s) draw."""
+    r = Renderer(spec)
+    return r.backgrounds[r.background_slots[background_style]]
+
+
 @pytest.mark.parametrize("region", builtin_regions())
 def test_every_region_renders_on_cpu(region):
     spec = load_region(region)
@@ -43,7 +49,7 @@ def test_every_region_renders_on_cpu(region):
         assert (plates.char_boxes[b, n:] == 0).all(), "padding rows must be zero"
         assert (boxes[1:, 0] >= boxes[:-1, 0]).all(), "boxes follow reading order"
         # every box holds ink: pixels far from this plate's background layer (text colour)
-        bg = Renderer(spec).backgrounds[batch.style[b, 0]]  # (3, H, W) plate without text
+        bg = _without_text(spec, batch.style[b, 0])  # (3, H, W) plate without text
         _assert_boxes_hold_ink(plates.images[b], bg, boxes, 0.15, f"{region} {text!r}")
 
 
@@ -136,7 +142,7 @@ def test_every_typeface_of_every_region_draws_its_characters(region):
     character box, and no two typefaces draw the same plate."""
     spec = load_region(region)
     batch = _sample(region, 6, seed=1)
-    bg = Renderer(spec).backgrounds[batch.style[:, 0]]  # (6, 3, H, W) plates without text
+    bg = _without_text(spec, batch.style[:, 0])  # (6, 3, H, W) plates without text
     drawn = []
     for v in range(spec.n_fonts):
         style = batch.style.clone()

@@ -10,7 +10,7 @@ import torch
 
 from .atlas import GlyphAtlas
 from .device import to_device
-from .layers import background_layers, band_overlays, rgb, separator_masks
+from .layers import background_layers, background_slots, band_overlays, rgb, separator_masks
 from .spec import RegionSpec
 from .spec_loader import load_region
 from .stroke import stroke_weight
@@ -57,7 +57,8 @@ class Renderer:
             for s, sl in enumerate(lay.chars):
                 origins[a, s] = torch.tensor([sl.x, sl.y], dtype=torch.float32)
         self.origins = origins.to(dev)  # (A, S, 2) top-left of each slot
-        self.backgrounds = background_layers(spec).to(dev)  # (n_bg, 3, H, W)
+        self.backgrounds = background_layers(spec).to(dev)  # (n_layers, 3, H, W)
+        self.background_slots = background_slots(spec).to(dev)  # (n_slots,) style value -> layer
         # variable band texts only touch their own rows: keep (rows, masks, colour) per band
         self.overlays = []
         for i, masks, color in band_overlays(spec):
@@ -116,7 +117,7 @@ class Renderer:
         ink = self._ink(pattern, gid)[:, :, y0:y1]  # (b, 1, h, W) coverage of the text rows
         if stroke is not None:
             ink = stroke_weight(ink, stroke)
-        torch.index_select(self.backgrounds, 0, style[:, 0], out=img)
+        torch.index_select(self.backgrounds, 0, self.background_slots[style[:, 0]], out=img)
         for band, b0, b1, masks, color in self.overlays:
             img[:, :, b0:b1].lerp_(color, masks[style[:, 2 + band]])
         tc = self.text_colors[style[:, 1]][:, :, None, None]  # (b, 3, 1, 1)

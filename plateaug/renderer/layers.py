@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .atlas import SUPERSAMPLE, glyph_ink
+from .graphics import graphic_variants
 from .layout import Layout
 from .spec import Band, RegionSpec
 
@@ -76,32 +77,54 @@ def _over(img: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> None:
 
 
 def background_layers(spec: RegionSpec) -> torch.Tensor:
-    """(n_backgrounds, 3, H, W) plates without text: gradient, bands, emblems, fixed band texts,
-    border."""
+    """(n_layers, 3, H, W) plates without text: gradient, pictorial graphics, bands, emblems, fixed
+    band texts, border. Per background colour: the plain plate, then one layer per graphics variant."""
     cv = _Canvas(spec)
     H, W = spec.canvas
     t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None]  # (H, 1) top -> bottom
+    variants = [[]] + graphic_variants(spec, cv)  # the plain plate has no graphics
+    finish = _finishing_layers(spec, cv)  # drawn over every variant
     out = []
     for top, bottom in spec.backgrounds:
-        img = ((1 - t) * rgb(top)[:, None, None] + t * rgb(bottom)[:, None, None]).repeat(W, axis=2)
-        img = np.ascontiguousarray(img.reshape(3, H, W))
-        for band in spec.bands:
-            if band.color:
-                m = cv.mask()
-                ImageDraw.Draw(m).rectangle(cv.box(band.rect_mm), fill=255)
-                _over(img, cv.down(m), rgb(band.color))
-            if band.emblem == "eu_stars":
-                _over(img, _eu_stars(cv, band.rect_mm), rgb("#ffcc00"))
-            if len(band.texts) == 1:
-                _over(img, _text_mask(cv, band, band.texts[0]), rgb(band.text_color))
-        if spec.border_color and spec.border_mm > 0:
-            m = cv.mask()
-            bw = max(1, round(spec.border_mm * cv.sy))
-            ImageDraw.Draw(m).rounded_rectangle((0, 0, m.width - 1, m.height - 1), radius=3 * bw,
-                                                outline=255, width=bw)
-            _over(img, cv.down(m), rgb(spec.border_color))
-        out.append(img)
+        base = ((1 - t) * rgb(top)[:, None, None] + t * rgb(bottom)[:, None, None]).repeat(W, axis=2)
+        base = np.ascontiguousarray(base.reshape(3, H, W))
+        for graphics in variants:
+            img = base.copy()
+            for alpha, color in graphics + finish:
+                _over(img, alpha, color)
+            out.append(img)
     return torch.from_numpy(np.stack(out))
+
+
+def background_slots(spec: RegionSpec) -> torch.Tensor:
+    """(spec.n_background_slots,) int64: the layer of `background_layers` each value of the
+    background style column draws. Per colour: `plain_slots` plain slots, then the variants."""
+    if spec.graphics is None:
+        return torch.arange(len(spec.backgrounds))
+    v, plain = spec.graphics.variants, spec.graphics.plain_slots
+    per_colour = torch.cat([torch.zeros(plain, dtype=torch.int64), torch.arange(1, v + 1)])
+    return torch.cat([c * (v + 1) + per_colour for c in range(len(spec.backgrounds))])
+
+
+def _finishing_layers(spec: RegionSpec, cv: _Canvas) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(coverage (H, W), colour (3,)) of the bands, emblems, fixed band texts and border, bottom first."""
+    out = []
+    for band in spec.bands:
+        if band.color:
+            m = cv.mask()
+            ImageDraw.Draw(m).rectangle(cv.box(band.rect_mm), fill=255)
+            out.append((cv.down(m), rgb(band.color)))
+        if band.emblem == "eu_stars":
+            out.append((_eu_stars(cv, band.rect_mm), rgb("#ffcc00")))
+        if len(band.texts) == 1:
+            out.append((_text_mask(cv, band, band.texts[0]), rgb(band.text_color)))
+    if spec.border_color and spec.border_mm > 0:
+        m = cv.mask()
+        bw = max(1, round(spec.border_mm * cv.sy))
+        ImageDraw.Draw(m).rounded_rectangle((0, 0, m.width - 1, m.height - 1), radius=3 * bw,
+                                            outline=255, width=bw)
+        out.append((cv.down(m), rgb(spec.border_color)))
+    return out
 
 
 def band_overlays(spec: RegionSpec) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

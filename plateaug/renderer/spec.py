@@ -79,6 +79,25 @@ class Band:
 
 
 @dataclass(frozen=True)
+class Graphics:
+    """Pictorial background variants (scenery, emblems, stripes, stickers) behind the characters:
+    `variants` static layers per background colour, shown on a `share` of the plates."""
+
+    variants: int
+    share: float  # fraction of plates drawn with one of the variants; the rest are plain
+    colors: tuple[str, ...]
+    opacity: tuple[float, float]  # coverage of a shape, drawn per shape in (low, high)
+    shapes: tuple[str, ...]  # names from graphics.SHAPES
+    max_shapes: int  # shapes per variant, 1..max_shapes
+
+    @property
+    def plain_slots(self) -> int:
+        """Plain background slots per colour next to the `variants` pictorial ones, so that a
+        uniformly drawn slot is pictorial with probability `share`."""
+        return round(self.variants * (1 - self.share) / self.share)
+
+
+@dataclass(frozen=True)
 class Pattern:
     """One weighted alternative of the grammar: tokens are class keys, separator keys or '/'."""
 
@@ -108,6 +127,15 @@ class RegionSpec:
     # > 0 thins the strokes (erosion), < 0 thickens them; real plates' strokes vary with font,
     # wear, exposure and blur, a single weight per typeface teaches a recogniser one look
     stroke_px: tuple[float, float] = (0.0, 0.0)
+    graphics: Graphics | None = None  # pictorial backgrounds; None = plain gradients only
+
+    @property
+    def n_background_slots(self) -> int:
+        """Choices of the background style column: one per colour without graphics; with them,
+        per colour `plain_slots` plain and `variants` pictorial slots (see `background_slots`)."""
+        if self.graphics is None:
+            return len(self.backgrounds)
+        return len(self.backgrounds) * (self.graphics.plain_slots + self.graphics.variants)
 
     @property
     def class_map(self) -> dict[str, CharClass]:

@@ -14,6 +14,7 @@ from typing import Any
 from fontTools.ttLib import TTFont
 from PIL import ImageFont
 
+from .graphics import SHAPES
 from .layout import layout_pattern
 from .spec import (
     CANVAS_MULTIPLE,
@@ -23,6 +24,7 @@ from .spec import (
     SEPARATOR_SHAPES,
     Band,
     CharClass,
+    Graphics,
     Pattern,
     RegionSpec,
     RegionSpecError,
@@ -51,6 +53,8 @@ MAX_PATTERNS = 256
 MAX_TOKENS = 32  # tokens per pattern, separators and "/" included
 MAX_COLORS = 64  # background colours, text colours
 MAX_STROKE_PX = 4.0  # |stroke weight change| in canvas pixels
+MAX_GRAPHICS = 32  # pictorial background variants per colour
+MAX_BACKGROUND_PIXELS = 64 * MAX_CANVAS_PIXELS  # all background layers (colours x variants) together
 MAX_WEIGHT = 1e6  # pattern weights are relative; bounded so their sum stays finite
 
 
@@ -242,14 +246,14 @@ class _Parser:
         if clash:
             raise self.fail("separators", f"keys also used as classes: {sorted(clash)}")
         rows = self.parse_rows(size)
-        backgrounds, border_color, border_mm = self.parse_background()
+        backgrounds, border_color, border_mm, graphics = self.parse_background(canvas)
         bands = self.parse_bands(size, default_fonts[0])
         spec = RegionSpec(
             name=name, description=self.get(d, "description", "", str, ""), source=self.path,
             size_mm=size, canvas=(canvas[0], canvas[1]), backgrounds=backgrounds,
             border_color=border_color, border_mm=border_mm, text_colors=text_colors,
             classes=classes, separators=separators, rows=rows, bands=bands,
-            patterns=self.parse_patterns(classes, separators, rows), stroke_px=stroke,
+            patterns=self.parse_patterns(classes, separators, rows), stroke_px=stroke, graphics=graphics,
         )
         self.check_layouts(spec)
         return spec
@@ -334,9 +338,10 @@ class _Parser:
                            gap_mm=gap, align=align))
         return tuple(out)
 
-    def parse_background(self) -> tuple[tuple[tuple[str, str], ...], str | None, float]:
+    def parse_background(self, canvas: list[int]) -> tuple[tuple[tuple[str, str], ...], str | None, float,
+                                                           Graphics | None]:
         bg = self.get(self.data, "background", "", dict)
-        self.unknown(bg, {"colors", "border_color", "border_mm"}, "background")
+        self.unknown(bg, {"colors", "border_color", "border_mm", "graphics"}, "background")
         colors = self.get(bg, "colors", "background", list)
         if not colors:
             raise self.fail("background.colors", "needs at least one colour or [top, bottom] pair")
@@ -353,7 +358,44 @@ class _Parser:
         border = self.get(bg, "border_mm", "background", float, 0.0)
         if border < 0:
             raise self.fail("background.border_mm", f"must be >= 0, got {border}")
-        return tuple(pairs), border_color, border
+        graphics = self.parse_graphics(bg)
+        if graphics is not None:
+            layers = len(pairs) * (1 + graphics.variants)
+            if layers * canvas[0] * canvas[1] > MAX_BACKGROUND_PIXELS:
+                raise self.fail("background.graphics.variants",
+                                f"{len(pairs)} colours x (1 + {graphics.variants} variants) = {layers} background "
+                                f"layers of {canvas[0]}x{canvas[1]} px; at most {MAX_BACKGROUND_PIXELS:,} px in all")
+        return tuple(pairs), border_color, border, graphics
+
+    def parse_graphics(self, bg: dict) -> Graphics | None:
+        """[background] graphics = { variants, colors, share, opacity, shapes, max_shapes }, or None."""
+        g = self.get(bg, "graphics", "background", dict, None)
+        if g is None:
+            return None
+        where = "background.graphics"
+        self.unknown(g, {"variants", "colors", "share", "opacity", "shapes", "max_shapes"}, where)
+        variants = self.get(g, "variants", where, int)
+        if not 1 <= variants <= MAX_GRAPHICS:
+            raise self.fail(f"{where}.variants", f"must be 1..{MAX_GRAPHICS}, got {variants}")
+        colors = self.get(g, "colors", where, list)
+        if not colors:
+            raise self.fail(f"{where}.colors", "needs at least one colour")
+        self.at_most(colors, MAX_COLORS, f"{where}.colors", "colours")
+        share = self.get(g, "share", where, float, 0.5)
+        if not 0.05 <= share <= 1:
+            raise self.fail(f"{where}.share", f"must be in [0.05, 1] (fraction of plates with graphics), got {share}")
+        opacity = self.numbers(g, "opacity", where, 2, (0.3, 0.8))
+        if not 0 <= opacity[0] <= opacity[1] <= 1:
+            raise self.fail(f"{where}.opacity", f"expected [low, high] with 0 <= low <= high <= 1, got {list(opacity)}")
+        shapes = self.get(g, "shapes", where, list, list(SHAPES))
+        bad = [x for x in shapes if x not in SHAPES]
+        if not shapes or bad:
+            raise self.fail(f"{where}.shapes", f"expected a non-empty list of {', '.join(SHAPES)}; got {shapes!r}")
+        max_shapes = self.get(g, "max_shapes", where, int, 2)
+        if not 1 <= max_shapes <= 8:
+            raise self.fail(f"{where}.max_shapes", f"must be 1..8, got {max_shapes}")
+        return Graphics(variants=variants, share=share, colors=tuple(self.color(c, f"{where}.colors") for c in colors),
+                        opacity=opacity, shapes=tuple(shapes), max_shapes=max_shapes)
 
     def parse_bands(self, size: tuple[float, float], default_font: Path) -> tuple[Band, ...]:
         out = []

@@ -64,7 +64,7 @@ def grammar(spec: RegionSpec) -> _Grammar:
             chars = classes[k].chars
             n_chars[a, s] = len(chars)
             codes[a, s, : len(chars)] = [ord(ch) for ch in chars]
-    style_sizes = (len(spec.backgrounds), len(spec.text_colors)) + tuple(
+    style_sizes = (spec.n_background_slots, len(spec.text_colors)) + tuple(
         max(len(b.texts), 1) for b in spec.bands)
     if spec.n_fonts > 1:  # a last column picks the typeface (absent for one font: those streams are unchanged)
         style_sizes += (spec.n_fonts,)
