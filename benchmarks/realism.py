@@ -29,8 +29,13 @@ Design decisions, and why:
   hundreds of real crops carry the Latin glyphs for br/eu with ~55 training crops each. Training
   batches are balanced over regions (synthetic: the stream's region weights; real: each crop
   drawn with probability 1 / its region's count).
-- A pool per synthetic source, generated once: `--pool` crops (default 12,000, the stream's own
-  size, downsampled to 32x128 like the real crops) plus a check set of other plates (other seed).
+- A pool per synthetic source and seed: `--pool` crops (default 12,000, the stream's own size,
+  downsampled to 32x128 like the real crops; seed k's pool from stream seed DATA_SEED + 1000 k,
+  the same for every source) plus one check set of other plates (other seed). Each seed is a whole
+  replicate, so the spread over seeds includes the pool's own variation: with one pool shared by
+  the seeds (`--shared-pool`, how runs before 2026-12-01 were made) the `default` br exact of one
+  tree measured 0.292 ± 0.036 in one run and 0.125 ± 0.062 in another with a pool differing only
+  in `us` stickers — the shared-pool spread understated the noise of br and eu (16 and 15 plates).
   The generator costs ~4 ms/plate on this CPU, so fresh stream plates for every step of every seed
   would dominate the run. The recogniser's own light augmentation (random scale, shift, small
   rotation/shear, brightness/contrast, grey, no horizontal flip: flips mirror characters) is applied
@@ -57,7 +62,7 @@ trains `real`/`real+default`/C2ST. Tune only on the validation split.
 
     python benchmarks/realism.py [--real DIR] [--holdout DIR] [--regions br,eu,us,cn]
         [--sources clean,aug,gan,default,real,real+default] [--stream-options JSON] [--onnx PATH]
-        [--pool N] [--seeds K] [--steps S] [--real-steps S] [--finetune-steps S] [--fp32] [--quick]
+        [--pool N] [--seeds K] [--steps S] [--real-steps S] [--finetune-steps S] [--shared-pool] [--fp32] [--quick]
         [--json OUT] [--txt OUT]
 """
 
@@ -122,6 +127,7 @@ class Settings:
     finetune_lr: float = 1e-3
     c2st_epochs: int = 8
     c2st_seeds: int = 1
+    pool_per_seed: bool = True  # a fresh pool per seed (DATA_SEED + 1000 seed); False: one pool for every seed
     bf16: bool = True  # recogniser training under CPU bfloat16 autocast, channels-last (2.4x faster per step
     # on this AVX-512 BF16 CPU, measured; CTC and the loss stay float32); --fp32 turns it off
 
@@ -179,6 +185,11 @@ def synthesize(regions: list[str], options: dict, n: int, seed: int) -> Crops:
         texts += [t["text"] for t in targets]
         regs += [SYNTH_TO_REAL[t["region"]] for t in targets]
     return Crops(torch.cat(images)[:n], texts[:n], regs[:n])
+
+
+def pool_seed(seed: int, s: Settings) -> int:
+    """Stream seed of the synthetic pool recogniser `seed` trains on (every source: the same one)."""
+    return DATA_SEED + 1000 * seed if s.pool_per_seed else DATA_SEED
 
 
 def load_crops(folder: Path, regions: list[str]) -> tuple[Crops, Crops]:
@@ -379,7 +390,8 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
     print(f"real: {real_dir}" + (f", test: {holdout} (all crops)" if holdout else " (test: validation split)") + "; "
           + ", ".join(f"{r}: train {count(real_train, r)} / test {count(test, r)}" for r in regions))
     print(f"stream options of `default`: {base or '(shipped defaults)'}; pool {s.pool} + check {s.n_check} crops per "
-          f"synthetic source; recogniser {s.steps} steps x batch {s.batch} (lr {s.lr:g}), real {s.real_steps}, "
+          f"synthetic source{' and seed' if s.pool_per_seed else ' (one pool for every seed)'}; "
+          f"recogniser {s.steps} steps x batch {s.batch} (lr {s.lr:g}), real {s.real_steps}, "
           f"real+default +{s.finetune_steps} steps (lr {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
           f"seeds {seeds}; {len(charset)} classes + blank", flush=True)
 
@@ -392,7 +404,8 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
         res = results.setdefault(source, {"real": {}, "own": {}})
         if source in SYNTHETIC:
             options = source_options(source, base)
-            pool = synthesize(regions, options, s.pool, DATA_SEED)
+            pools = {seed: synthesize(regions, options, s.pool, pool_seed(seed, s)) for seed in
+                     (seeds if s.pool_per_seed else seeds[:1])}
             check = synthesize(regions, options, s.n_check, DATA_SEED + 1)
             res["data_s"] = time.perf_counter() - t
         elif not real_train.texts:
@@ -400,6 +413,7 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
             continue
         for seed in seeds:
             if source in SYNTHETIC:
+                pool = pools[seed if s.pool_per_seed else seeds[0]]
                 model = train_recogniser(pool, charset, s.steps, s.lr, s.batch, seed, bf16=s.bf16)
                 res["own"][seed] = score_regions(model, check, charset, tested)
             elif source == "real":
@@ -414,7 +428,7 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                 res["own"][seed] = res["real"][seed]  # its own source's held-out crops are the real test crops
         if source in SYNTHETIC and source in sources:
             for r in tested:
-                train_r, check_r = pool.region(r), check.region(r)
+                train_r, check_r = pools[seeds[0]].region(r), check.region(r)
                 acc = _mean_std([c2st(real_train.region(r).images, test.region(r).images, train_r.images,
                                       check_r.images, s.c2st_epochs, seed) for seed in range(s.c2st_seeds)])[0]
                 c2st_rows.append({"source": source, "region": r, "accuracy": acc})
@@ -478,6 +492,8 @@ def main(argv: list[str] | None = None) -> dict:
         default = getattr(Settings, name.replace("-", "_"))
         ap.add_argument(f"--{name}", type=typ, help=f"default {default}")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny pools, one seed, a few steps (seconds)")
+    ap.add_argument("--shared-pool", action="store_true", help="one synthetic pool for every seed (runs before "
+                    "2026-12-01); default: a fresh pool per seed, so the spread includes the pool's variation")
     ap.add_argument("--fp32", action="store_true", help="train the recognisers in float32 (default: CPU bfloat16 "
                     "autocast, channels-last)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch / ORT CPU threads")
@@ -519,7 +535,8 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in given.items():
         if v < 1:
             ap.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {})})
+    s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {}),
+                    **({"pool_per_seed": False} if args.shared_pool else {})})
     torch.set_num_threads(max(1, args.threads))
     payload = run(real_dir, holdout, regions, sources, base, s)
     if args.txt:

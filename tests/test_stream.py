@@ -165,3 +165,37 @@ def test_forked_cuda_worker_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="num_workers=0.*spawn"):
         _check_cuda_worker(torch.device("cuda"))
     _check_cuda_worker(torch.device("cpu"))  # CPU streams are fine in forked workers
+
+
+def _black(condition: torch.Tensor) -> torch.Tensor:
+    """A generator whose every plate is black: (B, 4, H, W) -> (B, 3, H, W) zeros."""
+    return torch.zeros_like(condition[:, 1:])
+
+
+def test_generator_share_translates_that_fraction_of_the_plates():
+    kw = dict(regions={"us": 1, "br_old": 1}, augment="none", framing="tight", batch_size=400)
+    images, targets = next(iter(PlateGANStream(generator=_black, generator_share=0.3, seed=4, **kw)))
+    black = images.flatten(1).amax(1) == 0  # (400,) plates the generator translated
+    assert 0.22 < black.float().mean().item() < 0.38
+    for region in ("us", "br_old"):  # drawn per region
+        mine = torch.tensor([t["region"] == region for t in targets])
+        assert 0.15 < black[mine].float().mean().item() < 0.45
+    again, again_targets = next(iter(PlateGANStream(generator=_black, generator_share=0.3, seed=4, **kw)))
+    assert torch.equal(again, images) and [t["text"] for t in again_targets] == [t["text"] for t in targets]
+    for img, t in zip(images[~black], [t for t, b in zip(targets, black.tolist()) if not b]):
+        assert img.flatten(1).amax(1).min() > 0.5, f"{t['text']}: an untranslated plate is not a clean render"
+
+
+def test_generator_share_at_the_ends():
+    kw = dict(regions="us", augment="none", seed=2, batch_size=32)
+    none, t_none = next(iter(PlateGANStream(generator=None, **kw)))
+    zero, t_zero = next(iter(PlateGANStream(generator=_black, generator_share=0.0, **kw)))
+    assert torch.equal(none, zero) and [t["text"] for t in t_none] == [t["text"] for t in t_zero]
+    one, _ = next(iter(PlateGANStream(generator=_black, generator_share=1.0, framing="tight", **kw)))
+    assert one.abs().max() == 0
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half", True, None])
+def test_generator_share_must_be_a_fraction(share):
+    with pytest.raises(ValueError, match="generator_share"):
+        PlateGANStream(generator=None, generator_share=share)

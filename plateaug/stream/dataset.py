@@ -100,7 +100,7 @@ class PlateGANStream(IterableDataset):
                  generator: str | Path | Backend | None = "onnx", augment: str | nn.Module | None = "light",
                  length: int | None = None, backgrounds: str | Path | None = None,
                  plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
-                 framing: str | Framing | dict | None = "detector"):
+                 framing: str | Framing | dict | None = "detector", generator_share: float = 1.0):
         super().__init__()
         self.specs, self.weights = _resolve_regions(regions)
         if mode not in MODES:
@@ -132,6 +132,11 @@ class PlateGANStream(IterableDataset):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.seed = seeding.fresh_seed() if seed is None else seed
         self.generator = _check_generator(generator)
+        if isinstance(generator_share, bool) or not isinstance(generator_share, (int, float)) \
+                or not 0.0 <= generator_share <= 1.0:
+            raise ValueError(f"generator_share must be a number in [0, 1] (the fraction of plates the generator "
+                             f"translates), got {generator_share!r}")
+        self.generator_share = float(generator_share)
         self.augment = resolve(augment)
         if isinstance(augment, str) and self.device.type == "cuda":
             self.augment = device_preset(augment, str(self.device))  # noise drawn on the GPU
@@ -213,7 +218,12 @@ class PlateGANStream(IterableDataset):
                 continue
             plates = render(spec, sample_text(spec, k, g), self.device)
             h, w = plates.images.shape[-2:]
-            img = torch.cat([self._translate(c, backend, size, ranges) for c in plates.images.split(self._step)])
+            translated = k if backend is None or self.generator_share == 1 else self._n_translated(k, g)  # no draw at 1
+            parts = [self._translate(c, backend, size, ranges)
+                     for c in plates.images[:translated].split(self._step)] if translated else []
+            if translated < k:  # the rest: clean renders, resized like the generated ones
+                parts.append(self._translate(plates.images[translated:], None, size))
+            img = torch.cat(parts)
             scale = to_device(torch.tensor([size[1] / w, size[0] / h] * 2), self.device)
             cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
             images.append(img.clamp(0, 1))
@@ -230,6 +240,14 @@ class PlateGANStream(IterableDataset):
         p = perm.tolist()
         return (images, boxes, [texts[i] for i in p], [regions[i] for i in p],
                 torch.tensor(aspects)[perm])
+
+    def _n_translated(self, k: int, g: torch.Generator) -> int:
+        """How many of a region's k plates (drawn i.i.d., so the first ones are a random subset) the
+        generator translates: Binomial(k, generator_share); the others stay clean renders. At 0 no
+        draw is made, so the stream is exactly the one without a generator."""
+        if self.generator_share == 0:
+            return 0
+        return int(torch.binomial(torch.tensor(float(k)), torch.tensor(self.generator_share), generator=g))
 
     @property
     def _step(self) -> int:
