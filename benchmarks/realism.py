@@ -29,7 +29,8 @@ Design decisions, and why:
   hundreds of real crops carry the Latin glyphs for br/eu with ~55 training crops each. Training
   batches are balanced over regions (synthetic: the stream's region weights; real: each crop
   drawn with probability 1 / its region's count).
-- A pool per synthetic source and seed: `--pool` crops (default 12,000, the stream's own size,
+- A pool per synthetic source and seed: `--pool` crops (default 6,000: three seeds' pools of 6,000
+  read level with 12,000, `results/screening/per_seed_pools_*`; at the stream's own size,
   downsampled to 32x128 like the real crops; seed k's pool from stream seed DATA_SEED + 1000 k,
   the same for every source) plus one check set of other plates (other seed). Each seed is a whole
   replicate, so the spread over seeds includes the pool's own variation: with one pool shared by
@@ -116,7 +117,7 @@ RESERVED = {"regions", "seed", "mode", "batch_size", "length"}  # set by the ben
 class Settings:
     """Everything that defines one benchmark run (identical for every source)."""
 
-    pool: int = 12000  # synthetic crops per source (all regions)
+    pool: int = 6000  # synthetic crops per source and seed (all regions); 6,000 read level with 12,000 (3 seeds)
     n_check: int = 600  # other synthetic crops per source (other seed): own-source accuracy, C2ST test
     seeds: int = 3  # recogniser seeds
     steps: int = 1200  # recogniser optimiser steps on a synthetic pool (from scratch)
@@ -169,9 +170,10 @@ def stream_weights(regions: list[str]) -> dict[str, float]:
 
 def source_options(source: str, base: dict) -> dict:
     """PlateGANStream keyword arguments of a synthetic source: `base` (the stream's defaults plus
-    --onnx / --stream-options) is `default`; the controls drop the generator and/or augmentation."""
+    --onnx / --stream-options) is `default`; the controls drop the generator and/or augmentation; `gan`
+    translates every plate (generator_share 1)."""
     drop = {"clean": dict(generator=None, augment="none"), "aug": dict(generator=None),
-            "gan": dict(augment="none"), "default": {}}[source]
+            "gan": dict(augment="none", generator_share=1.0), "default": {}}[source]
     return {**base, **drop}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import os
 import resource
 import sys
@@ -65,6 +66,7 @@ from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
 CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas the plateaug FLOPs are counted at
 SEED_CANVAS = (256, 256)
 AUGMENT = "light"
+STREAM_OPTIONS: dict = {}  # extra PlateGANStream arguments of the end-to-end rows (--generator-share)
 PEAKS: dict[str, float] = {}  # the machine's measured peaks (measure_peaks), for the "achieved" column
 PEAK_NAMES = {"fp32_gflops": "fp32 mm", "bf16_gflops": "bf16 mm", "int8_gops": "int8 mm", "copy_gbs": "copy"}
 
@@ -239,11 +241,12 @@ def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: 
                                      **work)))
         if only is not None and not "end to end".startswith(only):
             continue
-        mean_gflop = _mean_gflop(gf, regions)
+        share = stream_generator_share()  # expected generator work: only that share of plates is translated
+        mean_gflop = _mean_gflop(gf, regions) * share if _mean_gflop(gf, regions) else None
         rows.append(show(bench_stream(label, regions, gen, B, repeats, device, "end to end (stream)",
                                       {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
         if all_regions:
-            mean_gflop = _mean_gflop(gf, builtin_regions())
+            mean_gflop = _mean_gflop(gf, builtin_regions()) * share if _mean_gflop(gf, builtin_regions()) else None
             rows.append(show(bench_stream(label, None, gen, B, repeats, device, "end to end (all regions)",
                                           {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
     return rows
@@ -255,10 +258,17 @@ def _mean_gflop(gf: Callable[[int, int], float | None], regions: list[str]) -> f
     return None if None in values else sum(values) / len(values)
 
 
+def stream_generator_share() -> float:
+    """The end-to-end rows' generator_share: --generator-share, else PlateGANStream's default."""
+    default = inspect.signature(PlateGANStream.__init__).parameters["generator_share"].default
+    return float(STREAM_OPTIONS.get("generator_share", default))
+
+
 def bench_stream(label: str, regions: list[str] | None, gen: OnnxGenerator, B: int, repeats: int, device: str,
                  stage: str, work: dict | None = None) -> dict:
     """One batch from iter(PlateGANStream(batch_size=B, augment="light")): images and targets, as a user gets them."""
-    stream = PlateGANStream(regions=regions, batch_size=B, augment=AUGMENT, generator=gen, seed=0, device=device)
+    stream = PlateGANStream(regions=regions, batch_size=B, augment=AUGMENT, generator=gen, seed=0, device=device,
+                            **STREAM_OPTIONS)
     it = iter(stream)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -334,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--int8-onnx", help="int8 generator (python -m plateaug.export --int8); default: the <onnx stem>"
                                         "_int8.onnx sibling if present, else exported from --checkpoint")
     ap.add_argument("--no-int8", action="store_true", help="no int8 rows")
+    ap.add_argument("--generator-share", type=float, help="PlateGANStream(generator_share=) of the end-to-end "
+                    "rows (default: the stream's default)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     onnx, checkpoint = Path(args.onnx), Path(args.checkpoint)
@@ -347,6 +359,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         batches, cuda_batches, seed_batches, repeats, n_seed_plates = [32], [1024], [1, 2], 1, 20
     regions = [r for r in args.regions.split(",") if r]
+    if args.generator_share is not None:
+        if not 0 <= args.generator_share <= 1:
+            ap.error(f"--generator-share must be in [0, 1], got {args.generator_share}")
+        STREAM_OPTIONS["generator_share"] = args.generator_share
     torch.set_num_threads(max(1, args.threads))
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # seed_pipeline's asarray
     cuda = torch.cuda.is_available() and not args.no_cuda
@@ -354,7 +370,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, {torch.get_num_threads()} "
           f"threads, torch {info['torch']}, onnxruntime {info['onnxruntime']}"
           + (f", {info['gpu']}" if "gpu" in info else ""))
-    print(f"generator: {onnx}; regions {regions}; crop {CROP[0]}x{CROP[1]}; augment {AUGMENT!r}")
+    print(f"generator: {onnx}; regions {regions}; crop {CROP[0]}x{CROP[1]}; augment {AUGMENT!r}"
+          + (f"; stream options {STREAM_OPTIONS}" if STREAM_OPTIONS else ""))
     t0 = time.perf_counter()
     torch_model = generator_from_checkpoint(checkpoint)
     flops = {"plateaug": gflops(torch_model, (1, 4, *CROP)), "seed_unet_256": gflops(unet_256(), (1, 3, *SEED_CANVAS))}
@@ -388,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"peak process RSS {peak_rss:,.0f} MiB; total {time.perf_counter() - t0:.0f} s")
     payload = {"machine": info, "settings": {"onnx": str(onnx), "checkpoint": str(checkpoint), "regions": regions,
                                              "crop": list(CROP), "augment": AUGMENT, "repeats": repeats,
+                                             "stream_options": dict(STREAM_OPTIONS),
                                              "seed_canvas": list(SEED_CANVAS), "canny": canny_backend(),
                                              "int8_onnx": str(int8_path) if int8_path else None},
                "peaks": dict(PEAKS), "gflops_per_plate": flops, "results": rows, **summary, "peak_rss_mib": peak_rss}

@@ -441,6 +441,7 @@ SIZES = {"crop": (64, 192), "scene": (128, 224)}
 
 
 def stream(device: str, mode: str, generator, augment: str, **kw) -> PlateGANStream:
+    kw.setdefault("generator_share", 1.0)  # every plate through the generator: the hand-off under test
     return PlateGANStream(regions=kw.pop("regions", ["cn_blue", "eu_de"]), mode=mode, image_size=SIZES[mode],
                           batch_size=4, device=device, seed=5, generator=generator, augment=augment, **kw)
 

@@ -105,7 +105,8 @@ def test_bad_output_of_one_call_in_a_batch_is_caught():
             out[-1, 2, -1, -1] = float("nan")
         return out
 
-    stream = PlateGANStream(regions=["us", "eu_de"], generator=nan_in_third_call, augment="none", seed=0)
+    stream = PlateGANStream(regions=["us", "eu_de"], generator=nan_in_third_call, augment="none", seed=0,
+                            generator_share=1.0)
     with pytest.raises(GeneratorOutputError, match=r"non-finite values .* in 1 of \d+ calls"):
         stream.make_batch(80, seed=0)
     assert len(calls) >= 3

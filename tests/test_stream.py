@@ -108,7 +108,8 @@ def test_callable_generator_gets_the_contract_input():
         seen.append(condition.shape)
         return condition[:, 1:]  # the colour hint, as RGB
 
-    images, _ = next(iter(PlateGANStream(regions="us", generator=fake, augment="none", seed=0, batch_size=4)))
+    images, _ = next(iter(PlateGANStream(regions="us", generator=fake, augment="none", seed=0, batch_size=4,
+                                         generator_share=1.0)))
     assert seen == [(4, 4, 96, 192)] and images.shape == (4, 3, 64, 256)
 
 
@@ -187,6 +188,7 @@ def test_generator_share_translates_that_fraction_of_the_plates():
 
 
 def test_generator_share_at_the_ends():
+    assert PlateGANStream(generator=None).generator_share == 0.5  # the shipped default: half the plates
     kw = dict(regions="us", augment="none", seed=2, batch_size=32)
     none, t_none = next(iter(PlateGANStream(generator=None, **kw)))
     zero, t_zero = next(iter(PlateGANStream(generator=_black, generator_share=0.0, **kw)))

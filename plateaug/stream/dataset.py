@@ -100,7 +100,7 @@ class PlateGANStream(IterableDataset):
                  generator: str | Path | Backend | None = "onnx", augment: str | nn.Module | None = "light",
                  length: int | None = None, backgrounds: str | Path | None = None,
                  plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
-                 framing: str | Framing | dict | None = "detector", generator_share: float = 1.0):
+                 framing: str | Framing | dict | None = "detector", generator_share: float = 0.5):
         super().__init__()
         self.specs, self.weights = _resolve_regions(regions)
         if mode not in MODES:
