@@ -242,20 +242,21 @@ def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: 
         if only is not None and not "end to end".startswith(only):
             continue
         share = stream_generator_share()  # expected generator work: only that share of plates is translated
-        mean_gflop = _mean_gflop(gf, regions) * share if _mean_gflop(gf, regions) else None
+        mean_gflop = _mean_gflop(gf, regions, share)
         rows.append(show(bench_stream(label, regions, gen, B, repeats, device, "end to end (stream)",
                                       {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
         if all_regions:
-            mean_gflop = _mean_gflop(gf, builtin_regions()) * share if _mean_gflop(gf, builtin_regions()) else None
+            mean_gflop = _mean_gflop(gf, builtin_regions(), share)
             rows.append(show(bench_stream(label, None, gen, B, repeats, device, "end to end (all regions)",
                                           {"gflop": B * mean_gflop, "peak": peak} if mean_gflop else {})))
     return rows
 
 
-def _mean_gflop(gf: Callable[[int, int], float | None], regions: list[str]) -> float | None:
-    """The generator's mean GFLOPs per plate over equally weighted regions (each at its canvas)."""
+def _mean_gflop(gf: Callable[[int, int], float | None], regions: list[str], share: float = 1.0) -> float | None:
+    """The generator's mean GFLOPs per plate over equally weighted regions (each at its canvas), when
+    a `share` of the plates is translated."""
     values = [gf(*load_region(r).canvas) for r in regions]
-    return None if None in values else sum(values) / len(values)
+    return None if None in values else share * sum(values) / len(values)
 
 
 def stream_generator_share() -> float:

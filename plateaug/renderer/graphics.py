@@ -112,14 +112,13 @@ DRAW = {  # shape name -> draws one filled shape (255) on a supersampled mask
     "emblem": _emblem, "arc": _arc, "ridge": _ridge, "disc": _disc, "stripes": _stripes, "sticker": _sticker}
 
 
-def graphic_variants(spec: RegionSpec, cv: Canvas) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """`spec.graphics` variants, each a list of (coverage (H, W) float in [0, 1], colour (3,) float)
+def graphic_variants(spec: RegionSpec, cv: Canvas) -> list[list[tuple[np.ndarray, str]]]:
+    """`spec.graphics` variants, each a list of (coverage (H, W) float in [0, 1], colour '#rrggbb')
     layers to composite over a plain background, bottom first. Deterministic per region name."""
     g = spec.graphics
     if g is None:
         return []
     rng = np.random.default_rng(zlib.crc32(spec.name.encode()))
-    colors = [np.array([int(c[i: i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0 for c in g.colors]
     out = []
     for _ in range(g.variants):
         layers = []
@@ -128,6 +127,6 @@ def graphic_variants(spec: RegionSpec, cv: Canvas) -> list[list[tuple[np.ndarray
             m = cv.mask()
             DRAW[shape](ImageDraw.Draw(m), rng, spec, cv)
             alpha = cv.down(m) * float(rng.uniform(*g.opacity))
-            layers.append((alpha, colors[int(rng.integers(len(colors)))]))
+            layers.append((alpha, g.colors[int(rng.integers(len(g.colors)))]))
         out.append(layers)
     return out

@@ -82,7 +82,7 @@ def background_layers(spec: RegionSpec) -> torch.Tensor:
     cv = _Canvas(spec)
     H, W = spec.canvas
     t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None]  # (H, 1) top -> bottom
-    variants = [[]] + graphic_variants(spec, cv)  # the plain plate has no graphics
+    variants = [[]] + [[(alpha, rgb(c)) for alpha, c in v] for v in graphic_variants(spec, cv)]  # plain first
     finish = _finishing_layers(spec, cv)  # drawn over every variant
     out = []
     for top, bottom in spec.backgrounds:

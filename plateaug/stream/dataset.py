@@ -218,7 +218,7 @@ class PlateGANStream(IterableDataset):
                 continue
             plates = render(spec, sample_text(spec, k, g), self.device)
             h, w = plates.images.shape[-2:]
-            translated = k if backend is None or self.generator_share == 1 else self._n_translated(k, g)  # no draw at 1
+            translated = self._n_translated(k, g) if backend is not None else k
             parts = [self._translate(c, backend, size, ranges)
                      for c in plates.images[:translated].split(self._step)] if translated else []
             if translated < k:  # the rest: clean renders, resized like the generated ones
@@ -243,10 +243,10 @@ class PlateGANStream(IterableDataset):
 
     def _n_translated(self, k: int, g: torch.Generator) -> int:
         """How many of a region's k plates (drawn i.i.d., so the first ones are a random subset) the
-        generator translates: Binomial(k, generator_share); the others stay clean renders. At 0 no
-        draw is made, so the stream is exactly the one without a generator."""
-        if self.generator_share == 0:
-            return 0
+        generator translates: Binomial(k, generator_share); the others stay clean renders. At 0 and
+        1 no draw is made: the stream is exactly the one without a generator / with it on every plate."""
+        if self.generator_share in (0.0, 1.0):
+            return round(k * self.generator_share)
         return int(torch.binomial(torch.tensor(float(k)), torch.tensor(self.generator_share), generator=g))
 
     @property
