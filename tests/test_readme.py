@@ -19,3 +19,16 @@ def test_readme_has_tested_examples():
 def test_readme_example_runs(code, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_region_spec_example_loads(tmp_path):
+    """The "Regions are data" TOML example is a valid spec, draw_as and graphics included."""
+    from plateaug import encode_texts, load_region, render
+
+    (block,) = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    path = tmp_path / "mini.toml"
+    path.write_text(block, encoding="utf-8")
+    spec = load_region(path)
+    assert spec.name == "mini" and spec.class_map["D"].draw_as == (("1", "l"),)
+    plates = render(spec, encode_texts(spec, ["ABC-111"]))
+    assert plates.texts == ["ABC111"] and plates.images.shape == (1, 3, 64, 192)

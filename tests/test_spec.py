@@ -148,6 +148,43 @@ def test_font_list_errors_name_the_key(write_spec):
     assert load_region(write_spec(cjk, "cjk")).n_fonts == 2
 
 
+def test_draw_as_draws_another_glyph_and_keeps_the_label(write_spec):
+    """`draw_as = { "1" = "l" }`: the pixels show the typeface's "l" (a plain bar), the label stays "1",
+    and the character box still holds that ink."""
+    from plateaug import encode_texts, render
+
+    plain = load_region(write_spec(FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]',
+                                                      'font = "DejaVuSansCondensed-Bold"'), "plain"))
+    barred = load_region(write_spec(FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]',
+                                                       'font = "DejaVuSansCondensed-Bold"').replace(
+        'D = "0123456789"', 'D = { chars = "0123456789", draw_as = { "1" = "l" } }'), "barred"))
+    assert barred.classes[0].draw_as == (("1", "l"),) and barred.classes[0].glyph("1") == "l"
+    a, b = (render(s, encode_texts(s, ["111111", "222222"])) for s in (plain, barred))
+    assert b.texts == ["111111", "222222"]
+    assert torch.equal(a.images[1], b.images[1]), "characters without draw_as changed"
+    ink_a, ink_b = (x.images[0].mean(0) < 0.5 for x in (a, b))
+    assert ink_b.sum() < ink_a.sum() * 0.8, "DejaVu's 1 (flag and foot) was not replaced by the bar l"
+    for box_a, box_b in zip(a.char_boxes[0].round().long().tolist(), b.char_boxes[0].round().long().tolist()):
+        x0, y0, x1, y1 = box_b  # the box fits the bar: narrower than the flagged 1's, nearly all ink
+        assert x1 - x0 < box_a[2] - box_a[0]
+        assert ink_b[y0:y1, x0:x1].float().mean() > 0.8
+    assert ink_b.sum() <= sum(ink_b[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in b.char_boxes[0].round().long().tolist())
+
+
+@pytest.mark.parametrize("table,key,reason", [
+    ('{ "X" = "l" }', "classes.D.draw_as", "not a character of the class"),
+    ('{ "1" = "ll" }', "classes.D.draw_as.1", "one non-space character"),
+    ('{ "1" = 1 }', "classes.D.draw_as.1", "one non-space character"),
+    ('{ "1" = "京" }', "classes.D.draw_as", "not in font"),
+    ('"1l"', "classes.D.draw_as", "expected dict"),
+])
+def test_draw_as_errors_name_the_key(write_spec, table, key, reason):
+    bad = FONTS_SPEC.replace('D = "0123456789"', f'D = {{ chars = "0123456789", draw_as = {table} }}')
+    with pytest.raises(RegionSpecError) as info:
+        load_region(write_spec(bad))
+    assert info.value.key == key and reason in info.value.reason, str(info.value)
+
+
 def test_one_font_specs_keep_their_style_columns(write_spec):
     one = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', 'font = "OSP-DIN"')
     spec = load_region(write_spec(one))

@@ -72,7 +72,7 @@ class GlyphAtlas:
                     blocks[key] = len(cells)
                     for v in range(spec.n_fonts):
                         font = cls.fonts[v % len(cls.fonts)]
-                        cells += [fit_ink(glyph_ink(font, ch), slot.w, slot.h, cls.fit) for ch in cls.chars]
+                        cells += [fit_ink(glyph_ink(font, cls.glyph(ch)), slot.w, slot.h, cls.fit) for ch in cls.chars]
                 base[a, s] = blocks[key]
                 stride[a, s] = len(cls.chars)
         Hc = max(c.shape[0] for c in cells)

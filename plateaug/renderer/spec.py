@@ -36,10 +36,17 @@ class CharClass:
     fit: str  # "height": keep aspect, fill the slot height; "stretch": fill the slot
     width_mm: float | None  # None: the row's char_width_mm
     fonts: tuple[Path, ...] = ()  # every typeface of the class (font is fonts[0]); each plate draws one
+    # (character, glyph drawn for it): the label keeps the character, the pixels show the typeface's
+    # glyph for the other one (a plate face whose "1" is a plain bar: ("1", "l"))
+    draw_as: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.fonts:
             object.__setattr__(self, "fonts", (self.font,))
+
+    def glyph(self, ch: str) -> str:
+        """The typeface character drawn for label character `ch`."""
+        return dict(self.draw_as).get(ch, ch)
 
 
 @dataclass(frozen=True)

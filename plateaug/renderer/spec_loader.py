@@ -272,7 +272,7 @@ class _Parser:
                 value = {"chars": value}
             if not isinstance(value, dict):
                 raise self.fail(where, f"expected a string of characters or a table, got {value!r}")
-            self.unknown(value, {"chars", "font", "fit", "width_mm"}, where)
+            self.unknown(value, {"chars", "font", "fit", "width_mm", "draw_as"}, where)
             chars = self.get(value, "chars", where, str)
             self.at_most(chars, MAX_CLASS_CHARS, f"{where}.chars", "characters")
             if not chars or any(ch.isspace() for ch in chars) or len(set(chars)) != len(chars):
@@ -286,11 +286,28 @@ class _Parser:
             if fit not in FIT_MODES:
                 raise self.fail(f"{where}.fit", f"expected one of {FIT_MODES}, got {fit!r}")
             width = self.positive(value, "width_mm", where, None)
+            draw_as = self.parse_draw_as(value, chars, where)
             for font in fonts:
                 missing = missing_glyphs(font, chars)
                 if missing:
                     raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
-            out.append(CharClass(key=key, chars=chars, font=fonts[0], fit=fit, width_mm=width, fonts=fonts))
+                missing = missing_glyphs(font, "".join(g for _, g in draw_as))
+                if missing:
+                    raise self.fail(f"{where}.draw_as", f"glyphs {missing!r} are not in font {font.name}")
+            out.append(CharClass(key=key, chars=chars, font=fonts[0], fit=fit, width_mm=width, fonts=fonts,
+                                 draw_as=draw_as))
+        return tuple(out)
+
+    def parse_draw_as(self, value: dict, chars: str, where: str) -> tuple[tuple[str, str], ...]:
+        """`draw_as = { "1" = "l" }`: characters of the class drawn with another glyph of its typefaces."""
+        table = self.get(value, "draw_as", where, dict, {})
+        out = []
+        for ch, glyph in table.items():
+            if ch not in chars:
+                raise self.fail(f"{where}.draw_as", f"{ch!r} is not a character of the class ({chars!r})")
+            if not isinstance(glyph, str) or len(glyph) != 1 or glyph.isspace():
+                raise self.fail(f"{where}.draw_as.{ch}", f"expected one non-space character, got {glyph!r}")
+            out.append((ch, glyph))
         return tuple(out)
 
     def parse_separators(self) -> tuple[Separator, ...]:
