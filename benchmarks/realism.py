@@ -1,10 +1,11 @@
 """Sim-to-real realism: does training a recogniser on plateaug's plates make it read real plates?
 
-One recogniser (plateaug.models.crnn.CRNN + CTC, 32x128 input) is trained per (source, seed) on
-all regions together (one charset, incl. the Chinese province characters) and tested per region
-on real crops it never saw: exact-plate accuracy and per-character accuracy (1 - edit distance /
-characters, clipped at 0), mean ± std over seeds. Next to it, its accuracy on held-out crops of
-its own source ("own"): a recogniser that cannot read its own source has not finished training.
+One recogniser per script (plateaug.models.crnn.CRNN + CTC, 32x128 input) is trained per
+(source, seed): one for the Latin regions br/eu/us together, one for cn (its own charset with the
+province characters); each is tested per region on real crops it never saw: exact-plate accuracy
+and per-character accuracy (1 - edit distance / characters, clipped at 0), mean ± std over seeds.
+Next to it, its accuracy on held-out crops of its own source ("own"): a recogniser that cannot
+read its own source has not finished training.
 
 Sources (each differs from its control in one thing; every synthetic source uses the same
 PlateGANStream configuration, the same seed and so the same plate texts):
@@ -25,10 +26,19 @@ Regions (real -> synthetic, equal weight per real region): br -> br_old, eu -> e
 (the real eu crops are mostly Slovak, some German), us -> us, cn -> cn_blue.
 
 Design decisions, and why:
-- One recogniser for all regions, not one per region: 4x less training, and the cn/us regions with
-  hundreds of real crops carry the Latin glyphs for br/eu with ~55 training crops each. Training
-  batches are balanced over regions (synthetic: the stream's region weights; real: each crop
-  drawn with probability 1 / its region's count).
+- One recogniser per script (GROUPS), as plates are read in practice: a Latin one for br/eu/us
+  (half the training of one per region, and the us region with hundreds of real crops carries the
+  glyphs for br/eu with ~55 training crops each) and a cn one. Until 2026-12-01 one recogniser read
+  all four regions; at 1200 steps it never learned the 31 province characters (cn: 5-11 % of its
+  own synthetic plates exact, the province right on 10 % of them, the five characters after it on
+  95 %), so cn measured ~0.02 for every source whatever the plates; the same steps on cn alone read
+  95-97 % of its own plates (results/screening/recogniser_groups.txt). Training batches are
+  balanced over the group's regions (each crop drawn with probability 1 / its region's count).
+  `real` is the exception: one recogniser for every region's real crops, as before. From scratch on
+  its 420 real crops alone a cn recogniser stayed on CTC's all-blank plateau in 2 of 3 seeds at
+  2,000 steps (and in all 3 at 800; results/screening/cn_real_alone.txt); sharing the Latin crops
+  it reads 87 %. The strongest real-only recogniser is the fair control for `real+default`, which
+  fine-tunes each script's `default` recogniser on that script's real crops.
 - A pool per synthetic source and seed: `--pool` crops (default 6,000: three seeds' pools of 6,000
   read level with 12,000, `results/screening/per_seed_pools_*`; at the stream's own size,
   downsampled to 32x128 like the real crops; seed k's pool from stream seed DATA_SEED + 1000 k,
@@ -42,12 +52,15 @@ Design decisions, and why:
   rotation/shear, brightness/contrast, grey, no horizontal flip: flips mirror characters) is applied
   to every training batch of every source, real crops included: it is part of the recogniser's
   training recipe, identical for every source, not part of a source.
-- Steps (batch 64, AdamW, one-cycle LR), sized so each kind of source plateaus: `--steps` 1200 on a
-  synthetic pool (the own-source column says whether it has: it reads its own held-out crops),
-  `--real-steps` 2500 for `real` from scratch (847 crops: at 700 steps it read 0-4 % of the
-  validation plates exactly, at 2500 37-87 %, measured 2026-11-25: a recogniser stopped early hides
-  every difference between sources), `--finetune-steps` 600 for `real+default`, which starts from
-  the `default` recogniser of the same seed at a lower LR. Training runs under CPU bfloat16
+- Steps (batch 64, AdamW, one-cycle LR), sized so each kind of source plateaus; `--steps` and
+  `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x4/3 on synthetic
+  pools, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (as many batches per region as 1200
+  shared by four regions; the own-source column says whether it plateaued: it reads its own
+  held-out crops; cn: 800 steps read 61-63 % of its own plates, 1200 95 %), `--real-steps` 2500
+  for `real` from scratch (at 700 steps it read 0-4 % of the validation plates exactly, at 2500
+  37-87 %, measured 2026-11-25: a recogniser stopped early hides every difference between
+  sources), `--finetune-steps` 450 for `real+default`, which starts from the `default` recogniser
+  of the same seed at a lower LR. Training runs under CPU bfloat16
   autocast with channels-last tensors (2.4x faster per step on this AVX-512 BF16 CPU; `--fp32`
   for CPUs without bf16 units, where emulated bf16 is slower).
 - C2ST (classifier two-sample test): per synthetic source and region, a small CNN learns real
@@ -114,15 +127,34 @@ RESERVED = {"regions", "seed", "mode", "batch_size", "length"}  # set by the ben
 
 
 @dataclass(frozen=True)
+class Group:
+    """Regions read by one recogniser (one script, one charset) and its step multipliers (of
+    Settings.steps / finetune_steps; `real` is one recogniser for every region, see the docstring)."""
+
+    regions: tuple[str, ...]
+    steps: float = 1.0
+    finetune_steps: float = 1.0
+
+
+# cn: 31 province classes need more synthetic steps than the Latin regions share (800: 61-63 % of its
+# own plates exact, 1200: 95 %)
+GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")), "cn": Group(("cn",), 4 / 3, 0.5)}
+
+
+def group_steps(steps: int, factor: float) -> int:
+    return max(1, round(steps * factor))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that defines one benchmark run (identical for every source)."""
 
     pool: int = 6000  # synthetic crops per source and seed (all regions); 6,000 read level with 12,000 (3 seeds)
     n_check: int = 600  # other synthetic crops per source (other seed): own-source accuracy, C2ST test
     seeds: int = 3  # recogniser seeds
-    steps: int = 1200  # recogniser optimiser steps on a synthetic pool (from scratch)
-    real_steps: int = 2500  # `real`: steps on the real training split (from scratch)
-    finetune_steps: int = 600  # real+default: steps on the real training split after `default`
+    steps: int = 900  # Latin recogniser optimiser steps on a synthetic pool (from scratch; GROUPS scale it)
+    real_steps: int = 2500  # `real`: steps on the real training split of every region (from scratch)
+    finetune_steps: int = 450  # real+default: Latin steps on the real training split after `default`
     batch: int = 64
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     finetune_lr: float = 1e-3
@@ -146,9 +178,10 @@ class Crops:
     texts: list[str]
     regions: list[str]
 
-    def region(self, r: str) -> Crops:
-        idx = [i for i, x in enumerate(self.regions) if x == r]
-        return Crops(self.images[idx], [self.texts[i] for i in idx], [r] * len(idx))
+    def region(self, *regions: str) -> Crops:
+        """The crops of these regions, in order."""
+        idx = [i for i, x in enumerate(self.regions) if x in regions]
+        return Crops(self.images[idx], [self.texts[i] for i in idx], [self.regions[i] for i in idx])
 
     @staticmethod
     def cat(parts: list[Crops]) -> Crops:
@@ -236,6 +269,14 @@ def encode(texts: list[str], charset: str) -> tuple[torch.Tensor, torch.Tensor]:
     index = {ch: i + 1 for i, ch in enumerate(charset)}
     labels = torch.tensor([index[ch] for t in texts for ch in t], dtype=torch.int64)
     return labels, torch.tensor([len(t) for t in texts], dtype=torch.int64)
+
+
+def group_charset(regions: list[str], real_train: Crops, test: Crops) -> str:
+    """Characters one recogniser reads: its regions' synthetic specs' plus those of their real crops
+    (a real-only character is never trained: an error wherever it occurs)."""
+    synth = {ch for r in regions for name in REGION_MAP[r] for ch in load_region(name).charset}
+    real = {ch for c in (real_train.region(*regions), test.region(*regions)) for t in c.texts for ch in t}
+    return "".join(sorted(synth | real))
 
 
 def balanced_weights(regions: list[str]) -> torch.Tensor:
@@ -384,20 +425,24 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
     missing = [r for r in regions if r not in real_train.regions]
     if missing and (needs_real or any(x in SYNTHETIC for x in sources)):
         print(f"warning: no training-split real crops of {missing} in {real_dir} (real sources and C2ST skip them)")
-    synth_chars = {ch for r in regions for name in REGION_MAP[r] for ch in load_region(name).charset}
-    real_chars = {ch for t in real_train.texts + test.texts for ch in t}
-    charset = "".join(sorted(synth_chars | real_chars))  # real-only characters are never trained: errors
+    groups = {g: [r for r in grp.regions if r in regions] for g, grp in GROUPS.items()}
+    groups = {g: rs for g, rs in groups.items() if rs}
+    charsets = {g: group_charset(rs, real_train, test) for g, rs in groups.items()}
+    real_charset = group_charset(regions, real_train, test)
     seeds = list(range(s.seeds))
     count = lambda c, r: sum(x == r for x in c.regions)  # noqa: E731
     print(f"real: {real_dir}" + (f", test: {holdout} (all crops)" if holdout else " (test: validation split)") + "; "
           + ", ".join(f"{r}: train {count(real_train, r)} / test {count(test, r)}" for r in regions))
     print(f"stream options of `default`: {base or '(shipped defaults)'}; pool {s.pool} + check {s.n_check} crops per "
           f"synthetic source{' and seed' if s.pool_per_seed else ' (one pool for every seed)'}; "
-          f"recogniser {s.steps} steps x batch {s.batch} (lr {s.lr:g}), real {s.real_steps}, "
-          f"real+default +{s.finetune_steps} steps (lr {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
-          f"seeds {seeds}; {len(charset)} classes + blank", flush=True)
+          f"batch {s.batch}, lr {s.lr:g} (fine-tune {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
+          f"seeds {seeds}; recognisers: " + "; ".join(
+              f"{g} {'/'.join(rs)} ({len(charsets[g])} classes + blank): steps {group_steps(s.steps, GROUPS[g].steps)}"
+              f" synthetic, +{group_steps(s.finetune_steps, GROUPS[g].finetune_steps)} real+default"
+              for g, rs in groups.items()) + f"; real: one for every region, {s.real_steps} steps",
+          flush=True)
 
-    models: dict[tuple[str, int], CRNN] = {}
+    models: dict[tuple[str, int, str], CRNN] = {}
     results: dict[str, dict] = {}  # source -> {"real": {seed: {r: (e, c)}}, "own": ..., "time": s, "data": s}
     c2st_rows = []
     todo = [x for x in SOURCES if x in sources or (x == "default" and "real+default" in sources)]
@@ -414,18 +459,30 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
             print(f"  {source}: skipped, no real training crops")
             continue
         for seed in seeds:
-            if source in SYNTHETIC:
-                pool = pools[seed if s.pool_per_seed else seeds[0]]
-                model = train_recogniser(pool, charset, s.steps, s.lr, s.batch, seed, bf16=s.bf16)
-                res["own"][seed] = score_regions(model, check, charset, tested)
-            elif source == "real":
-                model = train_recogniser(real_train, charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16)
-            else:  # real+default: the `default` recogniser of this seed, fine-tuned on real crops
-                model = train_recogniser(real_train, charset, s.finetune_steps, s.finetune_lr, s.batch, seed,
-                                         model=copy.deepcopy(models[("default", seed)]), bf16=s.bf16)
-            if source == "default" and "real+default" in sources:
-                models[(source, seed)] = model
-            res["real"][seed] = score_regions(model, test, charset, tested)
+            res["real"][seed], res["own"][seed] = {}, {}
+            for g, rs in groups.items():
+                grp, charset, on = GROUPS[g], charsets[g], [r for r in tested if r in rs]
+                if source in SYNTHETIC:
+                    pool = pools[seed if s.pool_per_seed else seeds[0]].region(*rs)
+                    model = train_recogniser(pool, charset, group_steps(s.steps, grp.steps), s.lr, s.batch, seed,
+                                             bf16=s.bf16)
+                    res["own"][seed] |= score_regions(model, check.region(*rs), charset, on)
+                elif not real_train.region(*rs).texts:
+                    continue  # no real training crops of this group (warned above)
+                elif source == "real":  # one recogniser for every region's real crops (see the docstring)
+                    if g != next(iter(groups)):
+                        continue
+                    model = train_recogniser(real_train, real_charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16)
+                    res["real"][seed] |= score_regions(model, test, real_charset, tested)
+                    continue
+                else:  # real+default: the `default` recogniser of this seed, fine-tuned on real crops
+                    model = train_recogniser(real_train.region(*rs), charset,
+                                             group_steps(s.finetune_steps, grp.finetune_steps), s.finetune_lr,
+                                             s.batch, seed, model=copy.deepcopy(models[("default", seed, g)]),
+                                             bf16=s.bf16)
+                if source == "default" and "real+default" in sources:
+                    models[(source, seed, g)] = model
+                res["real"][seed] |= score_regions(model, test.region(*rs), charset, on)
             if source in ("real", "real+default"):
                 res["own"][seed] = res["real"][seed]  # its own source's held-out crops are the real test crops
         if source in SYNTHETIC and source in sources:
@@ -436,14 +493,15 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                 c2st_rows.append({"source": source, "region": r, "accuracy": acc})
         res["time_s"] = time.perf_counter() - t
         line = ", ".join(f"{r} {_mean_std([res['real'][k][r][0] for k in seeds])[0]:.3f}/"
-                         f"{_mean_std([res['real'][k][r][1] for k in seeds])[0]:.3f}" for r in tested)
+                         f"{_mean_std([res['real'][k][r][1] for k in seeds])[0]:.3f}" for r in tested
+                         if r in res["real"][seeds[0]])
         print(f"  {source}: exact/char on real {line} ({res['time_s']:.0f} s"
               + (f", data {res['data_s']:.0f} s" if "data_s" in res else "") + ")", flush=True)
 
     accuracy = []
     for source in [x for x in SOURCES if x in sources and x in results and results[x]["real"]]:
         res = results[source]
-        for r in tested:
+        for r in [r for r in tested if r in res["real"][seeds[0]]]:
             e, es = _mean_std([res["real"][k][r][0] for k in seeds])
             c, cs = _mean_std([res["real"][k][r][1] for k in seeds])
             oe, oes = _mean_std([res["own"][k][r][0] for k in seeds])
@@ -454,7 +512,9 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
     total = time.perf_counter() - t0
     text = table(accuracy, c2st_rows, total)
     print(text)
-    return {"accuracy": accuracy, "c2st": c2st_rows, "settings": {**asdict(s), "charset_size": len(charset),
+    return {"accuracy": accuracy, "c2st": c2st_rows, "settings": {
+            **asdict(s), "recognisers": {g: {**asdict(GROUPS[g]), "regions": rs, "charset_size": len(charsets[g])}
+                                         for g, rs in groups.items()},
             "stream_options": {k: str(v) for k, v in base.items()}, "real": str(real_dir),
             "holdout": str(holdout) if holdout else None, "regions": regions, "sources": sources},
             "runtime_s": round(total, 1), "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),

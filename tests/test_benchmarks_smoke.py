@@ -83,6 +83,9 @@ def test_realism_quick(tmp_path: Path) -> None:
     assert {(r["region"], r["source"]) for r in c2st} == {(r, s) for r in ("br", "us") for s in SYNTHETIC}
     assert all(set(r) == {"source", "region", "accuracy"} and 0.0 <= r["accuracy"] <= 1.0 for r in c2st)
     assert "real+default" in txt.read_text()
+    recognisers = result["settings"]["recognisers"]  # br and us are read by the one Latin recogniser
+    assert set(recognisers) == {"latin"} and recognisers["latin"]["regions"] == ["br", "us"]
+    assert recognisers["latin"]["charset_size"] == len(set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
 def test_realism_holdout_sources_and_stream_options(tmp_path: Path) -> None:
@@ -100,13 +103,34 @@ def test_realism_holdout_sources_and_stream_options(tmp_path: Path) -> None:
     assert result["settings"]["stream_options"]["augment"] == "heavy"
 
 
-def test_realism_bad_arguments_fail_clearly(tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def realism():
+    """benchmarks/realism.py imported in-process."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("realism_bench", ROOT / "benchmarks" / "realism.py")
-    realism = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = realism  # dataclasses look their module up
-    spec.loader.exec_module(realism)  # in-process: argument errors exit before any work
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_realism_groups_partition_the_regions_with_their_own_charsets(realism) -> None:
+    """Every real region is read by exactly one recogniser; cn's charset holds the provinces and
+    none of the letters cn plates never use (I, O), the Latin one no CJK."""
+    regions = [r for g in realism.GROUPS.values() for r in g.regions]
+    assert sorted(regions) == sorted(realism.REGION_MAP) and len(regions) == len(set(regions))
+    empty = realism.Crops(torch.zeros(0, 3, 32, 128, dtype=torch.uint8), [], [])
+    cn = realism.group_charset(["cn"], empty, empty)
+    latin = realism.group_charset(["br", "eu", "us"], empty, empty)
+    assert "皖" in cn and "京" in cn and not {"I", "O"} & set(cn) and len(cn) == 31 + 24 + 10
+    assert set("0123456789ABCXYZ") <= set(latin) and not any(ord(ch) > 127 for ch in latin)
+    real = realism.Crops(torch.zeros(2, 3, 32, 128, dtype=torch.uint8), ["皖AI0001", "ABC123"], ["cn", "us"])
+    assert set(realism.group_charset(["cn"], real, empty)) == set(cn) | {"I"}  # its real crops' characters too
+    assert realism.group_steps(900, 4 / 3) == 1200 and realism.group_steps(3, 0.1) == 1
+
+
+def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
     for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
                           (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
                           (["--stream-options", '{"seed": 3}'], "without ['batch_size', 'length', 'mode'"),
