@@ -459,6 +459,10 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
             print(f"  {source}: skipped, no real training crops")
             continue
         for seed in seeds:
+            if source == "real":  # one recogniser for every region's real crops (see the docstring)
+                model = train_recogniser(real_train, real_charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16)
+                res["real"][seed] = res["own"][seed] = score_regions(model, test, real_charset, tested)
+                continue  # its own source's held-out crops are the real test crops
             res["real"][seed], res["own"][seed] = {}, {}
             for g, rs in groups.items():
                 grp, charset, on = GROUPS[g], charsets[g], [r for r in tested if r in rs]
@@ -469,12 +473,6 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                     res["own"][seed] |= score_regions(model, check.region(*rs), charset, on)
                 elif not real_train.region(*rs).texts:
                     continue  # no real training crops of this group (warned above)
-                elif source == "real":  # one recogniser for every region's real crops (see the docstring)
-                    if g != next(iter(groups)):
-                        continue
-                    model = train_recogniser(real_train, real_charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16)
-                    res["real"][seed] |= score_regions(model, test, real_charset, tested)
-                    continue
                 else:  # real+default: the `default` recogniser of this seed, fine-tuned on real crops
                     model = train_recogniser(real_train.region(*rs), charset,
                                              group_steps(s.finetune_steps, grp.finetune_steps), s.finetune_lr,
@@ -483,7 +481,7 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                 if source == "default" and "real+default" in sources:
                     models[(source, seed, g)] = model
                 res["real"][seed] |= score_regions(model, test.region(*rs), charset, on)
-            if source in ("real", "real+default"):
+            if source == "real+default":
                 res["own"][seed] = res["real"][seed]  # its own source's held-out crops are the real test crops
         if source in SYNTHETIC and source in sources:
             for r in tested:
@@ -514,7 +512,7 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
     print(text)
     return {"accuracy": accuracy, "c2st": c2st_rows, "settings": {
             **asdict(s), "recognisers": {g: {**asdict(GROUPS[g]), "regions": rs, "charset_size": len(charsets[g])}
-                                         for g, rs in groups.items()},
+                                         for g, rs in groups.items()}, "real_charset_size": len(real_charset),
             "stream_options": {k: str(v) for k, v in base.items()}, "real": str(real_dir),
             "holdout": str(holdout) if holdout else None, "regions": regions, "sources": sources},
             "runtime_s": round(total, 1), "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),

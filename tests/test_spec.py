@@ -173,6 +173,7 @@ def test_draw_as_draws_another_glyph_and_keeps_the_label(write_spec):
 
 @pytest.mark.parametrize("table,key,reason", [
     ('{ "X" = "l" }', "classes.D.draw_as", "not a character of the class"),
+    ('{ "12" = "l" }', "classes.D.draw_as", "not a character of the class"),
     ('{ "1" = "ll" }', "classes.D.draw_as.1", "one non-space character"),
     ('{ "1" = 1 }', "classes.D.draw_as.1", "one non-space character"),
     ('{ "1" = "京" }', "classes.D.draw_as", "not in font"),

@@ -303,7 +303,7 @@ class _Parser:
         table = self.get(value, "draw_as", where, dict, {})
         out = []
         for ch, glyph in table.items():
-            if ch not in chars:
+            if len(ch) != 1 or ch not in chars:
                 raise self.fail(f"{where}.draw_as", f"{ch!r} is not a character of the class ({chars!r})")
             if not isinstance(glyph, str) or len(glyph) != 1 or glyph.isspace():
                 raise self.fail(f"{where}.draw_as.{ch}", f"expected one non-space character, got {glyph!r}")
