@@ -29,11 +29,12 @@ Design decisions, and why:
 - One recogniser per script (GROUPS), as plates are read in practice: a Latin one for br/eu/us
   (half the training of one per region, and the us region with hundreds of real crops carries the
   glyphs for br/eu with ~55 training crops each) and a cn one. Until 2026-12-01 one recogniser read
-  all four regions; at 1200 steps it never learned the 31 province characters (cn: 5-11 % of its
-  own synthetic plates exact, the province right on 10 % of them, the five characters after it on
-  95 %), so cn measured ~0.02 for every source whatever the plates; the same steps on cn alone read
-  95-97 % of its own plates (results/screening/recogniser_groups.txt). Training batches are
-  balanced over the group's regions (each crop drawn with probability 1 / its region's count).
+  all four regions; at 1200 steps it never learned the 31 province characters (own synthetic cn
+  plates 10-37 % exact, `default` 11 %; one seed's error analysis: the province right on 10 %, the
+  six characters after it on 95 %), so cn measured 0.02-0.04 for every source whatever the plates;
+  the same steps on cn alone read 95-97 % of its own plates (results/screening/recogniser_groups.txt).
+  Training batches are balanced over the group's regions (each crop drawn with probability 1 / its
+  region's count).
   `real` is the exception: one recogniser for every region's real crops, as before. From scratch on
   its 420 real crops alone a cn recogniser stayed on CTC's all-blank plateau in 2 of 3 seeds at
   2,000 steps (and in all 3 at 800; results/screening/cn_real_alone.txt); sharing the Latin crops

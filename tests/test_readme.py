@@ -30,5 +30,6 @@ def test_readme_region_spec_example_loads(tmp_path):
     path.write_text(block, encoding="utf-8")
     spec = load_region(path)
     assert spec.name == "mini" and spec.class_map["D"].draw_as == (("1", "l"),)
+    assert spec.graphics is not None and spec.graphics.variants == 8
     plates = render(spec, encode_texts(spec, ["ABC-111"]))
     assert plates.texts == ["ABC111"] and plates.images.shape == (1, 3, 64, 192)
