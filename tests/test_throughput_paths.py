@@ -14,10 +14,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from fixtures import random_generator
 from kornia.enhance import adjust_brightness, adjust_contrast
 from kornia.filters import motion_blur
-from kornia.geometry.transform import warp_perspective
+from kornia.geometry.transform import get_perspective_transform, warp_perspective
 from torch import nn
 
 import plateaug.generator.quantize as quantize
@@ -29,6 +30,8 @@ from plateaug.generator.onnx_runtime import OnnxGenerator
 from plateaug.stream.augment import BorderPerspective, augment, build_preset, resolve
 from plateaug.stream.dataset import DEFAULT_SIZE
 from plateaug.stream.fused_augment import FusedLight, warp_border
+from plateaug.stream.scene import smooth_field
+from plateaug.stream.warp import warp_with_coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 H, W = 64, 256
@@ -103,6 +106,31 @@ def test_warp_matches_kornia_warp_perspective() -> None:
     M = f.matrices(f.sample(5, H, W, torch.Generator().manual_seed(2)), H, W)
     ref = warp_perspective(images, M.float(), (H, W), mode="bilinear", padding_mode="border", align_corners=False)
     assert (warp_border(images, M) - ref).abs().max().item() < 1e-4
+
+
+def test_warp_with_coverage_matches_kornia_warp_of_an_alpha_channel() -> None:
+    """Crop framing's warp: the plate and its coverage as kornia warps cat([plate, ones]) into a
+    larger frame (zero padding, align_corners=True), the quads tilted and partly outside."""
+    g = torch.Generator().manual_seed(4)
+    plates = torch.rand(6, 3, 40, 120, generator=g)
+    src = torch.tensor([[0.0, 0], [120, 0], [120, 40], [0, 40]]).expand(6, 4, 2)
+    quads = src * 1.1 + torch.tensor([-9.0, 6]) + (torch.rand(6, 4, 2, generator=g) - 0.5) * 30
+    M = get_perspective_transform(src, quads)
+    ref = warp_perspective(torch.cat([plates, torch.ones(6, 1, 40, 120)], 1), M, (64, 160), align_corners=True)
+    rgb, cover = warp_with_coverage(plates, M, (64, 160))
+    assert rgb.shape == (6, 3, 64, 160) and cover.shape == (6, 1, 64, 160)
+    assert (rgb - ref[:, :3]).abs().max().item() < 1e-4
+    assert (cover - ref[:, 3:].clamp(0, 1)).abs().max().item() < 1e-4
+    assert 0 < float(cover.mean()) < 1 and float(cover.min()) == 0 and float(cover.max()) == 1
+
+
+@pytest.mark.parametrize("mode, coarse", [("bicubic", (6, 10)), ("bilinear", (3, 5)), ("bilinear", (24, 40))])
+def test_smooth_field_is_interpolate(mode: str, coarse: tuple[int, int]) -> None:
+    """The backgrounds' upsampling as two matmuls equals F.interpolate (align_corners=False)."""
+    x = torch.rand(4, 3, *coarse, generator=torch.Generator().manual_seed(0))
+    for size in [(64, 256), (37, 91)]:
+        ref = F.interpolate(x, size=size, mode=mode, align_corners=False)
+        assert (smooth_field(x, size, mode) - ref).abs().max().item() < 1e-5
 
 
 def test_matrix_is_kornias_affine_after_perspective() -> None:

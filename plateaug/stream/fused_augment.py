@@ -35,12 +35,8 @@ from kornia.filters import get_motion_kernel2d
 from kornia.geometry.transform import get_affine_matrix2d, get_perspective_transform
 from torch import nn
 
-
-def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor on `device`, without a host sync on CUDA (pinned, non-blocking copy)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+from ..renderer.device import to_device
+from .warp import warp_border
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
@@ -154,13 +150,13 @@ class FusedLight(nn.Module):
             out = images.clone()
         else:
             M = self.matrices({k: v[idx] for k, v in params.items()}, H, W)  # (b, 3, 3) float64, CPU
-            d_idx = _on(idx, dev)
+            d_idx = to_device(idx, dev)
             out = torch.empty_like(images)
             out[d_idx] = warp_border(images[d_idx], M)
             if len(idx) < B:  # the others are copied as they are (bit-exact)
-                d_rest = _on((~warp).nonzero().squeeze(1), dev)
+                d_rest = to_device((~warp).nonzero().squeeze(1), dev)
                 out[d_rest] = images[d_rest]
-            Mf = _on(M.to(torch.float32), dev)
+            Mf = to_device(M.to(torch.float32), dev)
             pts = points[d_idx]
             moved = pts @ Mf[:, :2, :2].transpose(1, 2) + Mf[:, None, :2, 2]
             z = pts @ Mf[:, 2:, :2].transpose(1, 2) + Mf[:, None, 2:, 2]
@@ -169,8 +165,8 @@ class FusedLight(nn.Module):
         if len(idx):
             k = get_motion_kernel2d(self.motion_kernel, params["motion_angle"][idx], params["motion_direction"][idx],
                                     "nearest")  # (b, k, k), kornia's kernel
-            d_idx = _on(idx, dev)
-            out[d_idx] = _per_image_filter(out[d_idx], _on(k.to(images.dtype), dev))
+            d_idx = to_device(idx, dev)
+            out[d_idx] = _per_image_filter(out[d_idx], to_device(k.to(images.dtype), dev))
         idx = params["color_on"].nonzero().squeeze(1)
         if len(idx):
             first = params["brightness_first"][idx]
@@ -179,34 +175,12 @@ class FusedLight(nn.Module):
             # brightness x + b, contrast x * c, each clipped to [0, 1]: y = clip(clip(x * a1 + b1) * a2 + b2)
             coef = torch.stack([torch.where(first, one, c), torch.where(first, b, zero),
                                 torch.where(first, c, one), torch.where(first, zero, b)])  # (4, b)
-            a1, b1, a2, b2 = _on(coef.to(images.dtype), dev)[:, :, None, None, None]
-            d_idx = _on(idx, dev)
+            a1, b1, a2, b2 = to_device(coef.to(images.dtype), dev)[:, :, None, None, None]
+            d_idx = to_device(idx, dev)
             x = out[d_idx].clamp_(0, 1)  # kornia clamps the input of ColorJiggle first
             x.mul_(a1).add_(b1).clamp_(0, 1).mul_(a2).add_(b2).clamp_(0, 1)
             out[d_idx] = x
         return out, points
-
-
-def warp_border(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """images (B, C, H, W) warped by the source -> destination pixel homographies M (B, 3, 3) into
-    the same size: bilinear, border padding, pixel centres at integer coordinates and
-    align_corners=False (kornia.geometry.warp_perspective's convention). M may be on the CPU (any
-    float dtype): the normalised inverse is computed there in float64 and moved once."""
-    B, _, H, W = images.shape
-    M = M.detach().to("cpu", torch.float64)
-    # normalised coordinates u = (2x + 1) / W - 1 (align_corners=False): N maps pixels to them
-    N = torch.tensor([[2.0 / W, 0.0, 1.0 / W - 1.0], [0.0, 2.0 / H, 1.0 / H - 1.0], [0.0, 0.0, 1.0]],
-                     dtype=torch.float64)
-    G = N @ torch.linalg.inv(M) @ torch.linalg.inv(N)  # destination -> source, normalised; (B, 3, 3)
-    G = _on(G.to(torch.float32), images.device)[:, :, :, None, None]  # (B, 3, 3, 1, 1)
-    ys = ((2 * torch.arange(H, device=images.device, dtype=torch.float32) + 1) / H - 1)[:, None]  # (H, 1)
-    xs = (2 * torch.arange(W, device=images.device, dtype=torch.float32) + 1) / W - 1  # (W,)
-    # source = G @ (x, y, 1): every row is a (B, 1, W) term plus a (B, H, 1) term, one pass each
-    grid = torch.empty((B, H, W, 2), device=images.device, dtype=torch.float32)
-    torch.add(G[:, 0, 0] * xs, G[:, 0, 1] * ys + G[:, 0, 2], out=grid[..., 0])
-    torch.add(G[:, 1, 0] * xs, G[:, 1, 1] * ys + G[:, 1, 2], out=grid[..., 1])
-    grid.div_((G[:, 2, 0] * xs + (G[:, 2, 1] * ys + G[:, 2, 2]))[..., None])
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _per_image_filter(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,59 @@
+"""Perspective warps as one grid_sample each. The sampling grid of a batch of homographies is built
+in three broadcast passes from (H, 1) and (1, W) terms; kornia's warp_perspective builds and
+transforms a full meshgrid per call, which dominated crop framing on the CPU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..renderer.device import to_device
+
+
+def homography_grid(M: torch.Tensor, src_size: tuple[int, int], dst_size: tuple[int, int], align_corners: bool,
+                    device: torch.device | str) -> torch.Tensor:
+    """grid_sample grid (B, Hd, Wd, 2) float32 on `device` sampling a (Hs, Ws) source through the
+    source -> destination pixel homographies M (B, 3, 3), pixel centres at integer coordinates.
+    align_corners picks grid_sample's normalisation (kornia's warp_perspective convention for each).
+    The inverse is taken in float64 on M's device (inv_ex: no error check, so no host sync on CUDA)."""
+    (Hs, Ws), (Hd, Wd) = src_size, dst_size
+    device = torch.device(device)
+    M64 = M.detach().to(torch.float64)
+    if align_corners:  # u = 2x / (W - 1) - 1
+        sx, sy, ox, oy = 2.0 / max(Ws - 1, 1), 2.0 / max(Hs - 1, 1), -1.0, -1.0
+    else:  # u = (2x + 1) / W - 1
+        sx, sy, ox, oy = 2.0 / Ws, 2.0 / Hs, 1.0 / Ws - 1.0, 1.0 / Hs - 1.0
+    N = torch.tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]], dtype=torch.float64, device=M64.device)
+    G = N @ torch.linalg.inv_ex(M64)[0]  # destination pixels -> normalised source; (B, 3, 3)
+    G = to_device(G.to(torch.float32), device)[:, :, :, None, None]  # (B, 3, 3, 1, 1)
+    ys = torch.arange(Hd, device=device, dtype=torch.float32)[:, None]  # (Hd, 1)
+    xs = torch.arange(Wd, device=device, dtype=torch.float32)  # (Wd,)
+    grid = torch.empty((len(G), Hd, Wd, 2), device=device, dtype=torch.float32)
+    torch.add(G[:, 0, 0] * xs, G[:, 0, 1] * ys + G[:, 0, 2], out=grid[..., 0])
+    torch.add(G[:, 1, 0] * xs, G[:, 1, 1] * ys + G[:, 1, 2], out=grid[..., 1])
+    return grid.div_((G[:, 2, 0] * xs + (G[:, 2, 1] * ys + G[:, 2, 2]))[..., None])
+
+
+def warp_border(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """images (B, C, H, W) warped by the source -> destination pixel homographies M (B, 3, 3) into
+    the same size: bilinear, border padding, align_corners=False (kornia's warp_perspective with
+    padding_mode="border"). M may be on the CPU (any float dtype)."""
+    H, W = images.shape[-2:]
+    grid = homography_grid(M, (H, W), (H, W), False, images.device)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def warp_with_coverage(images: torch.Tensor, M: torch.Tensor, size: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """images (N, C, h, w) warped by M (N, 3, 3) into (Hd, Wd) = size, bilinear, zero padding,
+    align_corners=True -> (warped (N, C, Hd, Wd), coverage (N, 1, Hd, Wd) in [0, 1]). coverage is
+    what warping an all-ones channel alongside would give (kornia.warp_perspective of
+    cat([images, ones])), computed from the grid instead: the in-bounds share of the bilinear taps."""
+    h, w = images.shape[-2:]
+    grid = homography_grid(M, (h, w), size, True, images.device)  # (N, Hd, Wd, 2) normalised
+    warped = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    x = (grid[..., 0] + 1) * (0.5 * (w - 1))  # source pixel coordinates, (N, Hd, Wd)
+    y = (grid[..., 1] + 1) * (0.5 * (h - 1))
+    # a tap is in bounds for 0 <= x <= w - 1: the share is x + 1 left of 0, w - x right of w - 1
+    cover = torch.minimum(x + 1, w - x).clamp_(0, 1).mul_(torch.minimum(y + 1, h - y).clamp_(0, 1))
+    return warped, cover[:, None].to(images.dtype)
