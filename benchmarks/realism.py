@@ -55,13 +55,16 @@ Design decisions, and why:
   training recipe, identical for every source, not part of a source.
 - Steps (batch 64, AdamW, one-cycle LR), sized so each kind of source plateaus; `--steps` and
   `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x4/3 on synthetic
-  pools, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (as many batches per region as 1200
-  shared by four regions; the own-source column says whether it plateaued: it reads its own
-  held-out crops; cn: 800 steps read 61-63 % of its own plates, 1200 95 %), `--real-steps` 2500
-  for `real` from scratch (at 700 steps it read 0-4 % of the validation plates exactly, at 2500
-  37-87 %, measured 2026-11-25: a recogniser stopped early hides every difference between
-  sources), `--finetune-steps` 450 for `real+default`, which starts from the `default` recogniser
-  of the same seed at a lower LR. Training runs under CPU bfloat16
+  pools, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (the own-source column says whether
+  it plateaued: it reads its own held-out crops; previous CRNN, cn: 800 steps read 61-63 %, 1200
+  95 %; with the stride-2 CRNN a whole run at 720 / 960 steps left `aug` at 63-86 % of its own
+  plates and `default` cn at 62 %, with seed spreads up to 0.15: not plateaued,
+  results/screening/realism_720_steps.txt), `--real-steps` 2500 for `real` from scratch (at 700
+  steps it read 0-4 % of the validation plates exactly, at 2500 37-87 %, measured 2026-11-25; with
+  the stride-2 CRNN, one seed, 1800 steps read br 0.06 / eu 0.27 and 2500 steps 0.81 / 0.53: a
+  recogniser stopped early hides every difference between sources), `--finetune-steps` 450 for
+  `real+default`, which starts from the `default` recogniser of the same seed at a lower LR.
+  Training runs under CPU bfloat16
   autocast with channels-last tensors (2.4x faster per step on this AVX-512 BF16 CPU; `--fp32`
   for CPUs without bf16 units, where emulated bf16 is slower).
 - C2ST (classifier two-sample test): per synthetic source and region, a small CNN learns real
@@ -137,8 +140,8 @@ class Group:
     finetune_steps: float = 1.0
 
 
-# cn: 31 province classes need more synthetic steps than the Latin regions share (800: 61-63 % of its
-# own plates exact, 1200: 95 %)
+# cn: 31 province classes need more synthetic steps than the Latin regions share (previous CRNN: 800
+# steps read 61-63 % of its own plates exactly, 1200: 95 %; the stride-2 CRNN at 960 steps: 62 % for `default`)
 GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")), "cn": Group(("cn",), 4 / 3, 0.5)}
 
 
@@ -153,7 +156,7 @@ class Settings:
     pool: int = 6000  # synthetic crops per source and seed (all regions); 6,000 read level with 12,000 (3 seeds)
     n_check: int = 600  # other synthetic crops per source (other seed): own-source accuracy, C2ST test
     seeds: int = 3  # recogniser seeds
-    steps: int = 900  # Latin recogniser optimiser steps on a synthetic pool (from scratch; GROUPS scale it)
+    steps: int = 900  # Latin recogniser optimiser steps on a synthetic pool (from scratch; GROUPS scale it: cn 1200)
     real_steps: int = 2500  # `real`: steps on the real training split of every region (from scratch)
     finetune_steps: int = 450  # real+default: Latin steps on the real training split after `default`
     batch: int = 64

@@ -3,7 +3,8 @@
 (a) seed pipeline (benchmarks/seed_baseline.py): per-plate Pillow render at 226x70, OpenCV Canny,
     resize to 256x256, pix2pix `unet_256` (ngf=64, BatchNorm) in torch; batch 1 and 16.
 (b) plateaug: text sampling, batched render, outline + colour hint (generator_input), generator
-    (ONNX Runtime, --onnx), resize to the crop size, augmentation ("light"), and end to end via
+    (ONNX Runtime, --onnx), resize to the crop size, detector framing (margins, surroundings, tilt,
+    low resolution), augmentation ("light"), and end to end via
     PlateGANStream(batch_size=B, augment="light") in crop mode (64x256); B = 32, 128, 256 on
     CPU, and on CUDA (fp32 and fp16 ONNX) when torch sees a GPU.
 Also the GFLOPs per plate of both generators (FlopCounterMode, one plate: plateaug at 64x256,
@@ -62,6 +63,7 @@ from plateaug.renderer.text import sample_text  # noqa: E402
 from plateaug.stream.augment import augment as apply_augment  # noqa: E402
 from plateaug.stream.augment import resolve  # noqa: E402
 from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
+from plateaug.stream.framing import FRAMINGS, frame  # noqa: E402
 
 CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas the plateaug FLOPs are counted at
 SEED_CANVAS = (256, 256)
@@ -219,6 +221,7 @@ def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: 
             valid = torch.arange(boxes.shape[1], device=device)[None] < plates.lengths.to(device)[:, None]  # (B, S)
             corners = torch.tensor([[0, 0], [CROP[1], 0], [CROP[1], CROP[0]], [0, CROP[0]]], dtype=torch.float32,
                                    device=device).expand(B, 4, 2)
+            aspects = torch.full((B,), spec.size_mm[0] / spec.size_mm[1])  # (B,) plate width / height
             px, crop_px = B * h * w, B * CROP[0] * CROP[1]  # pixels per batch at the canvas and the crop
             gen_flop = gf(h, w)
             # (name, function, work): work = {"gflop": ...} or {"gbytes": bytes of the input and output tensors}
@@ -230,6 +233,9 @@ def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: 
                  {"gflop": B * gen_flop, "peak": peak} if gen_flop else {}),
                 ("resize to 64x256", lambda o=out: F.interpolate(o, size=CROP, mode="bilinear", align_corners=False,
                                                                  antialias=True), {"gbytes": 3 * (px + crop_px) * f4}),
+                ("framing (detector)", lambda c=crop, b=boxes, a=aspects: frame(c, b, a, FRAMINGS["detector"],
+                                                                              torch.Generator().manual_seed(1)),
+                 {"gbytes": 3 * 3 * crop_px * f4}),  # plate in, background, crop out
                 (f"augment ({AUGMENT})", lambda c=crop, b=boxes, k=corners, v=valid: apply_augment(aug, c, b, k, v, 1),
                  {"gbytes": 2 * 3 * crop_px * f4}),
             ]

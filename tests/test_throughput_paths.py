@@ -367,6 +367,8 @@ def test_throughput_quick_reports_roofline_and_int8(tmp_path: Path, model: nn.Mo
     stages = {r["stage"]: r for r in result["results"] if r["pipeline"].startswith("plateaug")}
     assert any("generator" in s and r.get("gflops_per_s") for s, r in stages.items())
     assert any(r.get("gb_per_s") for r in stages.values())
+    framing = [r for s, r in stages.items() if s.startswith("framing (detector)")]
+    assert framing and all(r["gb_per_s"] > 0 and r["plates_per_s"] > 0 for r in framing)
     labels = {r["pipeline"] for r in result["results"]}
     assert "plateaug ORT int8" in labels
     int8_rows = [r for r in result["results"] if r["pipeline"] == "plateaug ORT int8"]
