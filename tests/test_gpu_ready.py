@@ -401,7 +401,8 @@ def test_compose_slots_match_plate_by_plate_warps() -> None:
                                   align_corners=True)
         alpha = warped[:, 3:].clamp(0, 1)
         ref[owner[i]] = ref[owner[i]] * (1 - alpha[0]) + warped[0, :3] * alpha[0]
-    torch.testing.assert_close(scenes, ref, atol=1e-6, rtol=0)
+    # compose's warp inverts the homography in float64 (kornia in float32): float32 rounding apart
+    torch.testing.assert_close(scenes, ref, atol=1e-4, rtol=0)
     assert torch.equal(corners, quads)
 
 
