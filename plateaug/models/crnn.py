@@ -8,8 +8,8 @@ BiLSTM(128) head was still at 0 after 200), which a benchmark training dozens of
 For the same reason every max-pool comes before its BatchNorm and ReLU: the same function for a
 positive BatchNorm scale (both are monotone), on a quarter of the pixels, ~25 % less time per
 training step on a 2-core CPU. (A stride-2 stem convolution instead of the first conv + pool cost
-~35 % less, read more real plates when trained on real ones, but fewer when trained on synthetic
-ones: cn 0.152 ± 0.023 exact against 0.186 ± 0.038 with this CRNN,
+~35 % less and read as many or more real plates when trained on real ones, but fewer when trained
+on synthetic ones: cn 0.152 ± 0.023 exact against 0.186 ± 0.038 with this CRNN,
 benchmarks/results/screening/cn_baseline_*.txt.)"""
 
 from __future__ import annotations
