@@ -57,8 +57,11 @@ Design decisions, and why:
   `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x4/3 on synthetic
   pools, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (the own-source column says whether
   it plateaued: it reads its own held-out crops; previous CRNN, cn: 800 steps read 61-63 %, 1200
-  95 %; with the stride-2 CRNN a whole run at 720 / 960 steps left `aug` at 63-86 % of its own
-  plates and `default` cn at 62 %, with seed spreads up to 0.15: not plateaued,
+  95 %; the current CRNN's cn recognisers at 1,200 steps read 68-99 % of their own plates, the
+  augmented sources lowest (results/realism.txt, screening/cn_patterns_poolfirst.txt): cn on
+  augmented plates does not always plateau, more steps would cost more of the time budget; with
+  the stride-2 CRNN a whole run at 720 / 960 steps left `aug` at 63-86 % of its own plates and
+  `default` cn at 62 %, with seed spreads up to 0.15: not plateaued,
   results/screening/realism_720_steps.txt), `--real-steps` 2500 for `real` from scratch (at 700
   steps it read 0-4 % of the validation plates exactly, at 2500 37-87 %, measured 2026-11-25; with
   the stride-2 CRNN, one seed, 1800 steps read br 0.06 / eu 0.27 and 2500 steps 0.81 / 0.53: a

@@ -33,7 +33,8 @@ def _upsample_matrix(n_in: int, n_out: int, mode: str, device: str) -> torch.Ten
 
 def smooth_field(coarse: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """(n, C, h, w) -> (n, C, H, W): F.interpolate(coarse, size, mode, align_corners=False) as two
-    small matmuls (5-10x faster on the CPU for the few-cell grids of the backgrounds; equal to 1e-6)."""
+    small matmuls (at 64x256 on a 2-core CPU: 7x faster for the bicubic field, ~2x for the bilinear
+    ones; equal within 1e-6)."""
     n, c, h, w = coarse.shape
     H, W = size
     dev = str(coarse.device)
