@@ -34,7 +34,12 @@ Design decisions, and why:
   six characters after it on 95 %), so cn measured 0.02-0.04 for every source whatever the plates;
   the same steps on cn alone read 95-97 % of its own plates (results/screening/recogniser_groups.txt).
   Training batches are balanced over the group's regions (each crop drawn with probability 1 / its
-  region's count).
+  region's count). The cn recogniser starts from the Latin one of the same source and seed
+  (plateaug.models.with_charset: every layer, head rows of the shared digits and letters): trained
+  from scratch it spent most of its steps on the provinces and, at 1,200 steps, left one of three
+  seeds at 55-61 % of its own plates (a lower peak LR was worse, a higher one only moved the slow
+  seed to another); warm-started, 900 steps read 98-99 % of them in every seed
+  (results/screening/cn_warm_start.txt). A run without Latin regions trains cn from scratch.
   `real` is the exception: one recogniser for every region's real crops, as before. From scratch on
   its 420 real crops alone a cn recogniser stayed on CTC's all-blank plateau in 2 of 3 seeds at
   2,000 steps (and in all 3 at 800; results/screening/cn_real_alone.txt); sharing the Latin crops
@@ -54,14 +59,12 @@ Design decisions, and why:
   to every training batch of every source, real crops included: it is part of the recogniser's
   training recipe, identical for every source, not part of a source.
 - Steps (batch 64, AdamW, one-cycle LR), sized so each kind of source plateaus; `--steps` and
-  `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x4/3 on synthetic
-  pools, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (the own-source column says whether
-  it plateaued: it reads its own held-out crops; previous CRNN, cn: 800 steps read 61-63 %, 1200
-  95 %; the current CRNN's cn recognisers at 1,200 steps read 68-99 % of their own plates, the
-  augmented sources lowest (results/realism.txt, screening/cn_patterns_poolfirst.txt): cn on
-  augmented plates does not always plateau, more steps would cost more of the time budget; with
-  the stride-2 CRNN a whole run at 720 / 960 steps left `aug` at 63-86 % of its own plates and
-  `default` cn at 62 %, with seed spreads up to 0.15: not plateaued,
+  `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x1 on synthetic
+  pools after its warm start, x0.5 fine-tuning): `--steps` 900 on a synthetic pool (the own-source
+  column says whether it plateaued: it reads its own held-out crops; cn from scratch needed more:
+  previous CRNN 800 steps read 61-63 %, 1200 95 %; this CRNN at 1,200 steps 68-99 %,
+  screening/cn_patterns_poolfirst.txt; with the stride-2 CRNN a whole run at 720 / 960 steps left
+  `aug` at 63-86 % of its own plates and `default` cn at 62 %, with seed spreads up to 0.15: not plateaued,
   results/screening/realism_720_steps.txt), `--real-steps` 2500 for `real` from scratch (at 700
   steps it read 0-4 % of the validation plates exactly, at 2500 37-87 %, measured 2026-11-25; with
   the stride-2 CRNN, one seed, 1800 steps read br 0.06 / eu 0.27 and 2500 steps 0.81 / 0.53: a
@@ -111,7 +114,7 @@ sys.path.insert(1, str(ROOT))
 from common import machine, write_json  # noqa: E402
 
 import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
-from plateaug.models.crnn import CRNN, greedy_decode  # noqa: E402
+from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
 from plateaug.renderer.spec_loader import load_region  # noqa: E402
 from plateaug.stream.dataset import PlateGANStream  # noqa: E402
 from plateaug.training.realdata import load_real  # noqa: E402
@@ -135,17 +138,22 @@ RESERVED = {"regions", "seed", "mode", "batch_size", "length"}  # set by the ben
 
 @dataclass(frozen=True)
 class Group:
-    """Regions read by one recogniser (one script, one charset) and its step multipliers (of
-    Settings.steps / finetune_steps; `real` is one recogniser for every region, see the docstring)."""
+    """Regions read by one recogniser (one script, one charset), its step multipliers (of
+    Settings.steps / finetune_steps; `real` is one recogniser for every region, see the docstring) and
+    the group whose recogniser of the same source and seed it starts from (`init`, when in the run)."""
 
     regions: tuple[str, ...]
     steps: float = 1.0
     finetune_steps: float = 1.0
+    init: str | None = None
 
 
-# cn: 31 province classes need more synthetic steps than the Latin regions share (previous CRNN: 800
-# steps read 61-63 % of its own plates exactly, 1200: 95 %; the stride-2 CRNN at 960 steps: 62 % for `default`)
-GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")), "cn": Group(("cn",), 4 / 3, 0.5)}
+# cn starts from the Latin recogniser of its source and seed (digits and letters already read, only
+# the 31 provinces new): from scratch, 1,200 steps left 1 of 3 seeds at 55-61 % of its own `default`
+# plates (still learning the provinces; a lower peak LR worse, a higher one moved the slow seed);
+# warm-started, 900 steps read 99 % in all three and more real plates (0.28 vs 0.19 exact, one pool
+# per seed; results/screening/cn_warm_start.txt).
+GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")), "cn": Group(("cn",), 1.0, 0.5, init="latin")}
 
 
 def group_steps(steps: int, factor: float) -> int:
@@ -159,7 +167,7 @@ class Settings:
     pool: int = 6000  # synthetic crops per source and seed (all regions); 6,000 read level with 12,000 (3 seeds)
     n_check: int = 600  # other synthetic crops per source (other seed): own-source accuracy, C2ST test
     seeds: int = 3  # recogniser seeds
-    steps: int = 900  # Latin recogniser optimiser steps on a synthetic pool (from scratch; GROUPS scale it: cn 1200)
+    steps: int = 900  # recogniser optimiser steps on a synthetic pool (Latin from scratch, cn warm-started)
     real_steps: int = 2500  # `real`: steps on the real training split of every region (from scratch)
     finetune_steps: int = 450  # real+default: Latin steps on the real training split after `default`
     batch: int = 64
@@ -445,7 +453,8 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
           f"batch {s.batch}, lr {s.lr:g} (fine-tune {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
           f"seeds {seeds}; recognisers: " + "; ".join(
               f"{g} {'/'.join(rs)} ({len(charsets[g])} classes + blank): steps {group_steps(s.steps, GROUPS[g].steps)}"
-              f" synthetic, +{group_steps(s.finetune_steps, GROUPS[g].finetune_steps)} real+default"
+              f" synthetic{f' (starts from {GROUPS[g].init})' if GROUPS[g].init in groups else ''}, "
+              f"+{group_steps(s.finetune_steps, GROUPS[g].finetune_steps)} real+default"
               for g, rs in groups.items()) + f"; real: one for every region, {s.real_steps} steps",
           flush=True)
 
@@ -471,12 +480,17 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                 res["real"][seed] = res["own"][seed] = score_regions(model, test, real_charset, tested)
                 continue  # its own source's held-out crops are the real test crops
             res["real"][seed], res["own"][seed] = {}, {}
+            trained: dict[str, CRNN] = {}  # this source and seed's recognisers, by group
             for g, rs in groups.items():
                 grp, charset, on = GROUPS[g], charsets[g], [r for r in tested if r in rs]
                 if source in SYNTHETIC:
                     pool = pools[seed if s.pool_per_seed else seeds[0]].region(*rs)
+                    start = None
+                    if grp.init in trained:  # warm start from the init group's recogniser (GROUPS)
+                        start = with_charset(trained[grp.init], charsets[grp.init], charset)
                     model = train_recogniser(pool, charset, group_steps(s.steps, grp.steps), s.lr, s.batch, seed,
-                                             bf16=s.bf16)
+                                             model=start, bf16=s.bf16)
+                    trained[g] = model
                     res["own"][seed] |= score_regions(model, check.region(*rs), charset, on)
                 elif not real_train.region(*rs).texts:
                     continue  # no real training crops of this group (warned above)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import subprocess
@@ -16,7 +17,7 @@ from plateaug import render, sample_text
 from plateaug.generator.checkpoint import generator_checkpoint
 from plateaug.generator.onnx_export import export_onnx
 from plateaug.models import create_generator
-from plateaug.models.crnn import CRNN, greedy_decode
+from plateaug.models.crnn import CRNN, greedy_decode, with_charset
 from plateaug.training.realdata import is_validation
 from plateaug.writers.sheet import to_pil
 
@@ -162,3 +163,44 @@ def test_greedy_decode_collapses_repeats_and_drops_blanks() -> None:
     path = [[1, 1, 0, 1, 2, 2, 0, 0, 3], [0, 0, 0, 0, 0, 0, 0, 0, 0]]  # (B, T) best classes, 0 = blank
     logits = torch.nn.functional.one_hot(torch.tensor(path).T, num_classes=4).float()  # (T, B, 4)
     assert greedy_decode(logits, charset) == ["AABC", ""]
+
+
+def test_with_charset_keeps_what_both_charsets_read() -> None:
+    """The warm-started model scores the shared characters and the blank exactly as the old one."""
+    torch.manual_seed(0)
+    old = CRNN(4).eval()
+    new = with_charset(old, "0AB1", "皖B0Z").eval()
+    assert new.head.out_channels == 5 and new.config["channels"] == old.config["channels"]
+    x = torch.rand(2, 3, 32, 128)
+    with torch.no_grad():
+        a, b = old(x), new(x)  # (T, B, C + 1)
+    for new_cls, old_cls in ((0, 0), (2, 3), (3, 1)):  # blank, "B", "0"
+        torch.testing.assert_close(b[..., new_cls], a[..., old_cls])
+    assert not torch.allclose(b[..., 1], a[..., 1])  # "皖": freshly initialised
+    with pytest.raises(ValueError, match="charset 3 characters"):
+        with_charset(old, "0AB", "0AB")
+
+
+def test_realism_cn_recogniser_starts_from_the_latin_one(realism, tmp_path: Path, monkeypatch) -> None:
+    """In a run with Latin regions, each source and seed's cn recogniser is warm-started from that
+    source and seed's Latin recogniser (GROUPS["cn"].init); the Latin one starts from scratch."""
+    real = tmp_path / "real"
+    _fixture(real, regions=(("us", "us"), ("cn", "cn_blue")))
+    calls = []  # (regions, charset, model given, model returned)
+
+    def fake_train(crops, charset, steps, lr, batch, seed, model=None, balance=True, bf16=False):
+        torch.manual_seed(len(calls))
+        out = copy.deepcopy(model) if model is not None else CRNN(len(charset))
+        calls.append((set(crops.regions), charset, model, out.eval()))
+        return out
+
+    monkeypatch.setattr(realism, "train_recogniser", fake_train)
+    s = realism.Settings(**{**realism.QUICK, "seeds": 2})
+    realism.run(real, None, ["us", "cn"], ["aug"], {}, s)
+    assert [c[0] for c in calls] == [{"us"}, {"cn"}] * 2  # per seed: Latin first, then cn
+    for latin, cn in zip(calls[::2], calls[1::2]):
+        assert latin[2] is None and cn[2] is not None and "皖" in cn[1]
+        i, j = cn[1].index("7") + 1, latin[1].index("7") + 1  # "7": read by both
+        torch.testing.assert_close(cn[2].head.weight[i], latin[3].head.weight[j])
+        torch.testing.assert_close(cn[2].features[0].weight, latin[3].features[0].weight)
+    assert not torch.equal(calls[1][2].features[0].weight, calls[3][2].features[0].weight)  # seed's own Latin

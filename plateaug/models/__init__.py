@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .contract import CHANNELS, IN_CHANNELS, OUT_CHANNELS, VALUE_RANGE, colour_hint, generator_input
-from .crnn import CRNN, greedy_decode
+from .crnn import CRNN, greedy_decode, with_charset
 from .patchgan import PatchDiscriminator
 from .unet import UNetGenerator
 
@@ -29,4 +29,5 @@ def n_params(model: nn.Module) -> int:
 
 
 __all__ = ["CHANNELS", "CRNN", "GENERATORS", "IN_CHANNELS", "OUT_CHANNELS", "PatchDiscriminator", "UNetGenerator",
-           "VALUE_RANGE", "colour_hint", "create_generator", "generator_input", "greedy_decode", "n_params"]
+           "VALUE_RANGE", "colour_hint", "create_generator", "generator_input", "greedy_decode", "n_params",
+           "with_charset"]

@@ -70,6 +70,26 @@ class CRNN(nn.Module):
         return self.head(x).permute(2, 0, 1)  # (T, B, n_classes + 1)
 
 
+def with_charset(model: CRNN, charset: str, new_charset: str) -> CRNN:
+    """A new CRNN for `new_charset` that starts from `model` (trained on `charset`): every layer but
+    the head copied, head rows copied for the blank and every character both charsets hold, the
+    other rows freshly initialised. Warm-starting a recogniser of a larger charset (e.g. cn plates'
+    provinces + Latin letters and digits) from one that already reads the shared characters."""
+    if model.head.out_channels != len(charset) + 1:
+        raise ValueError(f"model has {model.head.out_channels - 1} classes, charset {len(charset)} characters")
+    config = {**model.config, "n_classes": len(new_charset)}
+    new = CRNN(**config)
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    new.load_state_dict(body, strict=False)
+    old_index = {ch: i + 1 for i, ch in enumerate(charset)}
+    rows = [(j + 1, old_index[ch]) for j, ch in enumerate(new_charset) if ch in old_index] + [(BLANK, BLANK)]
+    dst, src = torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+    with torch.no_grad():
+        new.head.weight[dst] = model.head.weight[src].to(new.head.weight.dtype)
+        new.head.bias[dst] = model.head.bias[src].to(new.head.bias.dtype)
+    return new.to(next(model.parameters()).device)
+
+
 def greedy_decode(logits: torch.Tensor, charset: str) -> list[str]:
     """Best-path CTC decoding: argmax per step, repeats collapsed, blanks dropped.
 
