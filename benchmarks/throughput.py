@@ -11,6 +11,9 @@ Also the GFLOPs per plate of both generators (FlopCounterMode, one plate: platea
 unet_256 at 256x256), which explain most of the end-to-end ratio.
 (c) the int8 generator (python -m plateaug.export --int8; --int8-onnx PATH, else exported from
     --checkpoint into a temporary folder): its generator row and the stream end to end with it.
+(d) the bf16 generator (PlateGANStream(generator="torch-bf16"): --checkpoint in torch, BatchNorm
+    folded, bfloat16 weights, channels-last) where this torch multiplies bf16 on the CPU
+    (--no-bf16 leaves it out): its generator row and the stream end to end with it.
 How far from the hardware: the same run first measures the machine's peaks (fp32 GFLOP/s of a
 2048x2048 torch.mm, bf16 and int8 (torch._int_mm) the same way where the CPU runs them, GB/s of a
 large tensor copy, read + write), and every plateaug row prints what it achieved next to them:
@@ -19,7 +22,8 @@ int8 peak), memory-bound stages in GB/s (the bytes of their input and output ten
 on their traffic), end-to-end rows as the generator's GFLOP/s over the whole pipeline's time.
 
     python benchmarks/throughput.py [--onnx export/plateaug_default.onnx] [--checkpoint export/plateaug_default.pt]
-                                    [--int8-onnx PATH | --no-int8] [--regions cn_blue] [--batches 32,128,256]
+                                    [--int8-onnx PATH | --no-int8] [--no-bf16] [--regions cn_blue]
+                                    [--batches 32,128,256]
                                     [--quick] [--json out.json]
 """
 
@@ -55,7 +59,7 @@ from plateaug.generator.backends import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa
 from plateaug.generator.onnx_export import ExportVerificationError, export_onnx  # noqa: E402
 from plateaug.generator.onnx_runtime import OnnxGenerator  # noqa: E402
 from plateaug.generator.quantize import export_int8  # noqa: E402
-from plateaug.generator.torch_generator import generator_from_checkpoint  # noqa: E402
+from plateaug.generator.torch_generator import TorchGenerator, generator_from_checkpoint  # noqa: E402
 from plateaug.models import generator_input  # noqa: E402
 from plateaug.renderer.draw import get_renderer, render  # noqa: E402
 from plateaug.renderer.spec_loader import builtin_regions, load_region  # noqa: E402
@@ -65,6 +69,7 @@ from plateaug.stream.augment import resolve  # noqa: E402
 from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
 from plateaug.stream.framing import FRAMINGS, frame  # noqa: E402
 
+Gen = Callable[[torch.Tensor], torch.Tensor]  # a generator backend: condition (B, 4, H, W) -> RGB (B, 3, H, W)
 CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas the plateaug FLOPs are counted at
 SEED_CANVAS = (256, 256)
 AUGMENT = "light"
@@ -108,7 +113,7 @@ def show(r: dict) -> dict:
         share = (f" = {100 * r['fraction_of_peak']:4.1f}% of {PEAK_NAMES.get(r['peak'], r['peak'])}"
                  if "fraction_of_peak" in r else "")
         achieved = f"  {rate}{share}"
-    print(f"{r['pipeline']:<18}{r['device']:<6}{r['batch']:>6}  {r['stage']:<26}{r['ms_per_batch']:>12.2f}"
+    print(f"{r['pipeline']:<20}{r['device']:<6}{r['batch']:>6}  {r['stage']:<26}{r['ms_per_batch']:>12.2f}"
           f"{r['plates_per_s']:>12,.0f}{achieved}", flush=True)
     return r
 
@@ -195,8 +200,8 @@ def _on_device(model: nn.Module, device: str) -> Callable[[torch.Tensor], torch.
 
 # -- (b) plateaug ----------------------------------------------------------------------------------------------
 
-def bench_plateaug(label: str, regions: list[str], gen: OnnxGenerator, batches: list[int], repeats: int,
-                   device: str, all_regions: bool = True, gflops_at: Callable[[int, int], float] | None = None,
+def bench_plateaug(label: str, regions: list[str], gen: Gen, batches: list[int], repeats: int, device: str,
+                   all_regions: bool = True, gflops_at: Callable[[int, int], float] | None = None,
                    peak: str = "fp32_gflops", only: tuple[str, ...] | None = None) -> list[dict]:
     """Per-stage (per region) and end-to-end (PlateGANStream over the region mix, and over every
     shipped region when all_regions) plates/s. gflops_at(h, w): the generator's GFLOPs per plate at
@@ -271,7 +276,7 @@ def stream_generator_share() -> float:
     return float(STREAM_OPTIONS.get("generator_share", default))
 
 
-def bench_stream(label: str, regions: list[str] | None, gen: OnnxGenerator, B: int, repeats: int, device: str,
+def bench_stream(label: str, regions: list[str] | None, gen: Gen, B: int, repeats: int, device: str,
                  stage: str, work: dict | None = None) -> dict:
     """One batch from iter(PlateGANStream(batch_size=B, augment="light")): images and targets, as a user gets them."""
     stream = PlateGANStream(regions=regions, batch_size=B, augment=AUGMENT, generator=gen, seed=0, device=device,
@@ -329,7 +334,14 @@ def summarise(rows: list[dict], flops: dict[str, float]) -> dict:
     if ratio is not None:
         print(f"plateaug end to end (CPU, B={ours['batch']}) / seed pipeline (CPU, B={seed['batch']}): {ratio:,.1f}x "
               f"plates/s; the generator alone needs {flop_ratio:.0f}x fewer FLOPs per plate")
-    return {"best_end_to_end": best, "ratio_plateaug_over_seed_cpu": ratio,
+    ratios = {}  # every CPU plateaug pipeline (ORT fp32, int8, torch bf16) over the seed
+    for key, b in sorted(best.items()):
+        if seed and key.startswith("plateaug") and key.endswith("/cpu"):
+            ratios[key] = b["plates_per_s"] / seed["plates_per_s"]
+            if key != "plateaug ORT fp32/cpu":
+                print(f"{key.removesuffix('/cpu')} end to end (CPU, B={b['batch']}) / seed pipeline: "
+                      f"{ratios[key]:,.1f}x plates/s")
+    return {"best_end_to_end": best, "ratio_plateaug_over_seed_cpu": ratio, "ratios_over_seed_cpu": ratios,
             "gflops_ratio_seed_over_plateaug": flop_ratio}
 
 
@@ -351,6 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--int8-onnx", help="int8 generator (python -m plateaug.export --int8); default: the <onnx stem>"
                                         "_int8.onnx sibling if present, else exported from --checkpoint")
     ap.add_argument("--no-int8", action="store_true", help="no int8 rows")
+    ap.add_argument("--no-bf16", action="store_true", help="no torch bf16 rows")
     ap.add_argument("--generator-share", type=float, help="PlateGANStream(generator_share=) of the end-to-end "
                     "rows (default: the stream's default)")
     ap.add_argument("--json", help="write the results here")
@@ -386,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     PEAKS.update(measure_peaks(args.quick))
     print("machine peaks (this run, " + f"{torch.get_num_threads()} threads): "
           + ", ".join(f"{PEAK_NAMES[k]} {v:,.1f} {'GB/s' if k == 'copy_gbs' else 'GFLOP/s'}" for k, v in PEAKS.items()))
-    print(f"\n{'pipeline':<18}{'dev':<6}{'B':>6}  {'stage':<26}{'ms/batch':>12}{'plates/s':>12}  achieved")
+    print(f"\n{'pipeline':<20}{'dev':<6}{'B':>6}  {'stage':<26}{'ms/batch':>12}{'plates/s':>12}  achieved")
     rows = bench_seed(seed_batches, n_seed_plates, repeats, "cpu")
     rows += bench_plateaug("plateaug ORT fp32", regions, OnnxGenerator(onnx, threads=torch.get_num_threads()),
                            batches, repeats, "cpu", gflops_at=gflops_at)
@@ -400,6 +413,10 @@ def main(argv: list[str] | None = None) -> dict:
                                        batches, repeats, "cpu", all_regions=False, gflops_at=gflops_at,
                                        peak="int8_gops" if "int8_gops" in PEAKS else "fp32_gflops",
                                        only=("generator", "end to end"))
+    if not args.no_bf16 and "bf16_gflops" in PEAKS:
+        rows += bench_plateaug("plateaug torch bf16", regions, TorchGenerator(checkpoint, dtype=torch.bfloat16),
+                               batches, repeats, "cpu", all_regions=False, gflops_at=gflops_at, peak="bf16_gflops",
+                               only=("generator", "end to end"))
     if cuda:
         rows += bench_seed(seed_batches, n_seed_plates, repeats, "cuda")
         with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ._version import __version__
-from .generator.shipped import DEFAULT_CHECKPOINT, DEFAULT_ONNX
+from .generator.backends import GENERATOR_NAMES, NAMED_MODELS, resolve_name
 from .renderer.spec_loader import builtin_regions
 from .stream import seeding
 from .stream.dataset import PlateGANStream
@@ -35,7 +35,7 @@ from .writers.folder import ShardBusy, check_settings, clean_stale_tmp, shard_lo
 from .writers.formats import FORMATS, DatasetWriter, item_name
 from .writers.sheet import contact_sheet
 
-GENERATORS = ("onnx", "torch", "none")
+GENERATORS = GENERATOR_NAMES  # "auto", "onnx", "torch", "torch-bf16", "none"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
 # settings.json keys that shape the content -> the option named when a rerun differs; sharding,
 # --no-progress and the device index are not among them (they change no byte of the output)
@@ -57,7 +57,7 @@ def _generator(s: str) -> str:
     """--generator: a shipped name or an existing model file, checked at parse time."""
     if s in GENERATORS:
         return s
-    valid = "generator must be 'onnx', 'torch', 'none', or a path to an existing .onnx/.pt file"
+    valid = "generator must be 'auto', 'onnx', 'torch', 'torch-bf16', 'none', or a path to an existing .onnx/.pt file"
     if Path(s).suffix in MODEL_SUFFIXES:
         if Path(s).is_file():
             return s
@@ -77,8 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--regions", default=None,
                     help=f"comma-separated region names or .toml paths (default: all of {','.join(builtin_regions())})")
     ap.add_argument("--mode", choices=("crop", "scene"), default=None, help="default: scene (yolo/coco), crop (ocr)")
-    ap.add_argument("--generator", type=_generator, default="onnx",
-                    help="onnx (shipped default), torch, none, or a path to an existing .onnx/.pt file")
+    ap.add_argument("--generator", type=_generator, default="auto",
+                    help="auto (default: torch-bf16 on a CPU with bf16 units, else onnx), onnx (the shipped ONNX "
+                         "model), torch, torch-bf16 (the shipped checkpoint in bfloat16), none, or a path to an "
+                         "existing .onnx/.pt file")
     ap.add_argument("--augment", default="light", help="none, light or heavy")
     ap.add_argument("--image-size", type=_size, help="HxW (default 64x256 crops, 384x640 scenes)")
     ap.add_argument("--seed", type=int, default=0)
@@ -186,10 +188,10 @@ def _settings(args: argparse.Namespace, stream: PlateGANStream) -> dict:
     resolved (default image size and regions, model file by its sha256), plus the version."""
     regions = ([str(Path(r).resolve()) if Path(r).is_file() else r for r in args.regions.split(",")]
                if args.regions else builtin_regions())
-    model = {"onnx": DEFAULT_ONNX, "torch": DEFAULT_CHECKPOINT, "none": None}.get(args.generator,
-                                                                                 Path(args.generator))
+    name = resolve_name(args.generator, stream.device)  # "auto" is recorded as what it ran
+    model = {**NAMED_MODELS, "none": None}.get(name, Path(name))
     return {"count": args.n, "format": args.format, "mode": args.mode, "regions": regions,
-            "generator": args.generator if args.generator in GENERATORS else str(model.resolve()),
+            "generator": name if name in GENERATORS else str(model.resolve()),
             "generator_sha256": _sha256(model) if model is not None else None,
             "augment": args.augment, "image_size": list(stream.image_size), "seed": args.seed,
             "batch_size": args.batch_size, "image_format": args.image_format,

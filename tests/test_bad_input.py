@@ -526,7 +526,7 @@ NOT_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine ha
 GEN_CASES = [
     ("malformed region spec", ["--regions", "{tmp}/bad.toml"], {}, "bad.toml: [size_mm] missing required field"),
     ("junk onnx model", ["--generator", "{tmp}/junk.onnx"], {}, "junk.onnx cannot be loaded"),
-    ("model with wrong suffix", ["--generator", "{tmp}/model.txt"], {}, "generator must be 'onnx'"),
+    ("model with wrong suffix", ["--generator", "{tmp}/model.txt"], {}, "generator must be 'auto'"),
     ("image size zero", ["--image-size", "0x0"], {}, "image_size must be (H, W)"),
     ("image size not HxW", ["--image-size", "64"], {}, "expected HxW like 64x256"),
     ("augment unknown", ["--augment", "extreme"], {}, "unknown augmentation preset 'extreme'"),

@@ -289,7 +289,8 @@ def test_real_torchrun_two_ranks_equal_one_process(tmp_path):
 # ---- item 10: --generator checked when parsing; progress -----------------------------------------------
 
 @pytest.mark.parametrize("value,match", [
-    ("onxx", "generator must be 'onnx', 'torch', 'none', or a path to an existing .onnx/.pt file; got 'onxx'"),
+    ("onxx", "generator must be 'auto', 'onnx', 'torch', 'torch-bf16', 'none', or a path to an existing .onnx/.pt "
+             "file; got 'onxx'"),
     ("/nonexistent/model.onnx", "generator model /nonexistent/model.onnx does not exist"),
 ])
 def test_generator_checked_when_parsing(tmp_path, capsys, value, match):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 
@@ -102,6 +103,47 @@ def test_translate_renders(model: nn.Module, gen32: OnnxGenerator) -> None:
 
 
 # ---- bad models ---------------------------------------------------------------------------------
+
+def test_torch_generator_bf16(model: nn.Module) -> None:
+    """bfloat16 convolutions: float32 in and out, within bf16 rounding of the float32 model; float16
+    on the CPU and other dtypes refused by name."""
+    batch = render("br_old", sample_text("br_old", 3, torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        ref = TorchGenerator(model).translate(batch.images)  # (3, 3, 64, 192) float32
+        out = TorchGenerator(copy.deepcopy(model), dtype=torch.bfloat16).translate(batch.images)
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert 0 < (out - ref).abs().max() <= 0.05 and (out - ref).abs().mean() <= 0.01
+    with pytest.raises(ValueError, match="float16 needs a GPU"):
+        TorchGenerator(copy.deepcopy(model), dtype=torch.float16)
+    with pytest.raises(ValueError, match="dtype must be"):
+        TorchGenerator(copy.deepcopy(model), dtype=torch.int8)
+
+
+def test_auto_generator_is_bf16_only_on_cpus_with_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PlateGANStream's default generator "auto": the shipped checkpoint in bfloat16 on a CPU with bf16
+    units, the shipped ONNX model on other CPUs and on CUDA; generate records what it ran."""
+    import plateaug.generator.backends as backends
+    from plateaug import PlateGANStream
+    from plateaug.generate import _settings, parse_args
+
+    assert PlateGANStream(regions=["br_old"]).generator == "auto"
+    for has_bf16, want in ((True, "torch-bf16"), (False, "onnx")):
+        monkeypatch.setattr(backends, "cpu_has_bf16", lambda v=has_bf16: v)
+        assert backends.resolve_name("auto", "cpu") == want
+        assert backends.resolve_name("auto", "cuda") == "onnx" and backends.resolve_name("torch", "cpu") == "torch"
+        stream = PlateGANStream(regions=["br_old"], batch_size=2, length=1, seed=0)
+        backend = stream.backend()
+        if has_bf16:
+            assert isinstance(backend, TorchGenerator) and backend.dtype == torch.bfloat16
+        else:
+            assert isinstance(backend, OnnxGenerator)
+        images, _ = next(iter(stream))
+        assert images.shape == (2, 3, 64, 256) and torch.isfinite(images).all()
+        args = parse_args(["--out", "unused", "--count", "1", "--regions", "br_old"])
+        assert args.generator == "auto" and _settings(args, stream)["generator"] == want
+        assert backends.describe_generator("auto", backend).endswith(
+            ".pt'" if has_bf16 else ".onnx'")
+
 
 def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert DEFAULT_MODEL == Path(onnx_runtime.__file__).resolve().parents[2] / "export" / "plateaug_default.onnx"

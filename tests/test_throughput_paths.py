@@ -373,5 +373,10 @@ def test_throughput_quick_reports_roofline_and_int8(tmp_path: Path, model: nn.Mo
     assert "plateaug ORT int8" in labels
     int8_rows = [r for r in result["results"] if r["pipeline"] == "plateaug ORT int8"]
     assert {r["stage"].split(" (")[0] for r in int8_rows} >= {"generator", "end to end"}
+    if "bf16_gflops" in peaks:  # torch multiplies bf16 on this CPU: the torch-bf16 generator is timed too
+        bf16_rows = [r for r in result["results"] if r["pipeline"] == "plateaug torch bf16"]
+        assert {r["stage"].split(" (")[0] for r in bf16_rows} >= {"generator", "end to end"}
+        assert all(r["peak"] == "bf16_gflops" for r in bf16_rows if r["stage"].startswith("generator"))
+        assert set(result["ratios_over_seed_cpu"]) >= {"plateaug ORT fp32/cpu", "plateaug torch bf16/cpu"}
     assert "% of" in proc.stdout and math.isfinite(result["peaks"]["fp32_gflops"])
     assert np.isfinite([r["plates_per_s"] for r in result["results"]]).all()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..models import UNetGenerator, generator_input
 from ..models.contract import IN_CHANNELS, check_images
@@ -30,15 +32,42 @@ def generator_from_checkpoint(ckpt: dict | str | Path, ema: bool = True, source:
     return model.eval()
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """`model` (eval mode) with every BatchNorm2d that directly follows a convolution in an
+    nn.Sequential folded into that convolution's weights (the BatchNorm becomes an Identity): the
+    same function up to float rounding, one pass over the data fewer. Inference only; in place."""
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                conv, bn = seq[i], seq[i + 1]
+                if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                    seq[i + 1] = nn.Identity()
+    return model
+
+
 class TorchGenerator(nn.Module):
     """Backend protocol shared with OnnxGenerator: `forward(condition)` maps the contract input
     (B, 4, H, W) in [0, 1] to RGB (B, 3, H, W) in [0, 1]; `translate(images)` builds the
-    condition from renders first. Both are differentiable (gradients reach the render)."""
+    condition from renders first. Both are differentiable (gradients reach the render).
 
-    def __init__(self, checkpoint: str | Path | dict | UNetGenerator, device: torch.device | str = "cpu"):
+    `dtype`: the precision the network runs in. float32 (default) is the checkpoint as trained;
+    bfloat16 (or float16, GPU only) is for inference: an eval copy with BatchNorm folded into the
+    convolutions, weights in that dtype, channels-last layout (oneDNN's bf16 kernels on AMX or
+    AVX-512 BF16 CPUs); inputs and outputs stay float32 either way."""
+
+    def __init__(self, checkpoint: str | Path | dict | UNetGenerator, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        if dtype == torch.float16 and torch.device(device).type == "cpu":
+            raise ValueError("dtype torch.float16 needs a GPU device; on the CPU use torch.bfloat16")
+        self.dtype = dtype
         self.model = checkpoint if isinstance(checkpoint, nn.Module) else generator_from_checkpoint(checkpoint)
         self.model.to(device).eval()
+        if dtype != torch.float32:  # an inference copy: the caller's module is left as it is
+            self.model = fold_batchnorm(copy.deepcopy(self.model)).to(dtype=dtype, memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -47,7 +76,10 @@ class TorchGenerator(nn.Module):
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         if condition.ndim != 4 or condition.shape[1] != IN_CHANNELS:
             raise ValueError(f"generator input must be (B, {IN_CHANNELS}, H, W), got {tuple(condition.shape)}")
-        return self.model(condition)
+        if self.dtype == torch.float32:
+            return self.model(condition)
+        x = condition.to(self.dtype).contiguous(memory_format=torch.channels_last)  # (B, 4, H, W)
+        return self.model(x).float().contiguous()  # (B, 3, H, W) float32 in [0, 1]
 
     def translate(self, images: torch.Tensor) -> torch.Tensor:
         """Clean renders (B, 3, H, W) in [0, 1] -> photographed-looking plates, same shape."""

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from ..generator.backends import Backend, GeneratorOutputError, check_output, describe_generator, resolve_generator
+from ..generator.backends import (
+    GENERATOR_NAMES,
+    Backend,
+    GeneratorOutputError,
+    check_output,
+    describe_generator,
+    resolve_generator,
+)
 from ..models.contract import generator_input
 from ..renderer.device import resolve_device, to_device
 from ..renderer.draw import render
@@ -97,7 +104,7 @@ class PlateGANStream(IterableDataset):
     def __init__(self, regions: str | Path | list | dict | None = None, mode: str = "crop",
                  image_size: tuple[int, int] | None = None, batch_size: int | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None,
-                 generator: str | Path | Backend | None = "onnx", augment: str | nn.Module | None = "light",
+                 generator: str | Path | Backend | None = "auto", augment: str | nn.Module | None = "light",
                  length: int | None = None, backgrounds: str | Path | None = None,
                  plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
                  framing: str | Framing | dict | None = "detector", generator_share: float = 0.5):
@@ -365,15 +372,15 @@ def _int_pair(v) -> bool:
 
 def _check_generator(generator):
     """Validate the generator argument up front (the backend itself is built lazily, per worker)."""
-    if generator is None or callable(generator) or generator in ("onnx", "torch", "none"):
+    if generator is None or callable(generator) or generator in GENERATOR_NAMES:
         return generator
     if not isinstance(generator, (str, Path)):
-        raise TypeError(f"generator must be 'onnx', 'torch', 'none', a model path or a callable, "
+        raise TypeError(f"generator must be one of {GENERATOR_NAMES}, a model path or a callable, "
                         f"got {type(generator).__name__}")
     if not Path(generator).is_file():
         raise FileNotFoundError(f"generator model {generator} does not exist")
     if Path(generator).suffix not in (".onnx", ".pt", ".pth"):
-        raise ValueError(f"generator must be 'onnx', 'torch', 'none', a path to an .onnx or .pt file, or a "
+        raise ValueError(f"generator must be one of {GENERATOR_NAMES}, a path to an .onnx or .pt file, or a "
                          f"callable; got {generator!r}")
     return generator
 
