@@ -39,7 +39,8 @@ Design decisions, and why:
   from scratch it spent most of its steps on the provinces and, at 1,200 steps, left one of three
   seeds at 55-61 % of its own plates (a lower peak LR was worse, a higher one only moved the slow
   seed to another); warm-started, 900 steps read 98-99 % of them in every seed
-  (results/screening/cn_warm_start.txt). A run without Latin regions trains cn from scratch.
+  (results/screening/cn_warm_start.txt). A run without Latin regions trains cn from scratch, for
+  4/3 of the steps (1,200 at the defaults; it may not plateau: the own column says).
   `real` is the exception: one recogniser for every region's real crops, as before. From scratch on
   its 420 real crops alone a cn recogniser stayed on CTC's all-blank plateau in 2 of 3 seeds at
   2,000 steps (and in all 3 at 800; results/screening/cn_real_alone.txt); sharing the Latin crops
@@ -146,6 +147,11 @@ class Group:
     steps: float = 1.0
     finetune_steps: float = 1.0
     init: str | None = None
+    scratch_steps: float = 1.0  # the steps multiplier when `init` is not in the run (from scratch)
+
+    def synthetic_steps(self, steps: int, warm: bool) -> int:
+        """Optimiser steps on a synthetic pool: warm-started from `init`, or from scratch."""
+        return group_steps(steps, self.steps if warm or self.init is None else self.scratch_steps)
 
 
 # cn starts from the Latin recogniser of its source and seed (digits and letters already read, only
@@ -153,7 +159,8 @@ class Group:
 # plates (still learning the provinces; a lower peak LR worse, a higher one moved the slow seed);
 # warm-started, 900 steps read 99 % in all three and more real plates (0.28 vs 0.19 exact, one pool
 # per seed; results/screening/cn_warm_start.txt).
-GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")), "cn": Group(("cn",), 1.0, 0.5, init="latin")}
+GROUPS: dict[str, Group] = {"latin": Group(("br", "eu", "us")),
+                             "cn": Group(("cn",), 1.0, 0.5, init="latin", scratch_steps=4 / 3)}
 
 
 def group_steps(steps: int, factor: float) -> int:
@@ -452,8 +459,9 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
           f"synthetic source{' and seed' if s.pool_per_seed else ' (one pool for every seed)'}; "
           f"batch {s.batch}, lr {s.lr:g} (fine-tune {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
           f"seeds {seeds}; recognisers: " + "; ".join(
-              f"{g} {'/'.join(rs)} ({len(charsets[g])} classes + blank): steps {group_steps(s.steps, GROUPS[g].steps)}"
-              f" synthetic{f' (starts from {GROUPS[g].init})' if GROUPS[g].init in groups else ''}, "
+              f"{g} {'/'.join(rs)} ({len(charsets[g])} classes + blank): steps "
+              f"{GROUPS[g].synthetic_steps(s.steps, GROUPS[g].init in groups)} synthetic"
+              f"{f' (starts from {GROUPS[g].init})' if GROUPS[g].init in groups else ' (from scratch)'}, "
               f"+{group_steps(s.finetune_steps, GROUPS[g].finetune_steps)} real+default"
               for g, rs in groups.items()) + f"; real: one for every region, {s.real_steps} steps",
           flush=True)
@@ -488,8 +496,8 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
                     start = None
                     if grp.init in trained:  # warm start from the init group's recogniser (GROUPS)
                         start = with_charset(trained[grp.init], charsets[grp.init], charset)
-                    model = train_recogniser(pool, charset, group_steps(s.steps, grp.steps), s.lr, s.batch, seed,
-                                             model=start, bf16=s.bf16)
+                    model = train_recogniser(pool, charset, grp.synthetic_steps(s.steps, start is not None), s.lr,
+                                             s.batch, seed, model=start, bf16=s.bf16)
                     trained[g] = model
                     res["own"][seed] |= score_regions(model, check.region(*rs), charset, on)
                 elif not real_train.region(*rs).texts:

@@ -129,6 +129,9 @@ def test_realism_groups_partition_the_regions_with_their_own_charsets(realism) -
     real = realism.Crops(torch.zeros(2, 3, 32, 128, dtype=torch.uint8), ["皖AI0001", "ABC123"], ["cn", "us"])
     assert set(realism.group_charset(["cn"], real, empty)) == set(cn) | {"I"}  # its real crops' characters too
     assert realism.group_steps(900, 4 / 3) == 1200 and realism.group_steps(3, 0.1) == 1
+    cn, latin = realism.GROUPS["cn"], realism.GROUPS["latin"]
+    assert cn.init == "latin" and cn.synthetic_steps(900, warm=True) == 900  # warm-started from the Latin one
+    assert cn.synthetic_steps(900, warm=False) == 1200 and latin.synthetic_steps(900, warm=False) == 900
 
 
 def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
