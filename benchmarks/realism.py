@@ -38,7 +38,7 @@ Design decisions, and why:
   (plateaug.models.with_charset: every layer, head rows of the shared digits and letters): trained
   from scratch it spent most of its steps on the provinces and, at 1,200 steps, left one of three
   seeds at 55-61 % of its own plates (a lower peak LR was worse, a higher one only moved the slow
-  seed to another); warm-started, 900 steps read 98-99 % of them in every seed
+  seed to another); warm-started, 900 steps read 99 % of them in every seed
   (results/screening/cn_warm_start.txt). A run without Latin regions trains cn from scratch, for
   4/3 of the steps (1,200 at the defaults; it may not plateau: the own column says).
   `real` is the exception: one recogniser for every region's real crops, as before. From scratch on

@@ -31,7 +31,8 @@ def cpu_has_bf16() -> bool:
 def resolve_name(generator: str | Path | Backend | None,
                  device: torch.device | str = "cpu") -> str | Path | Backend | None:
     """What "auto" (the stream's default) runs on this device: "torch-bf16" on a CPU with bf16 units
-    (2.9-3.7x faster generator, 1.5x end to end, realism level: README Throughput), else "onnx"
+    (generator 2.2-3.7x faster than ONNX Runtime fp32 by batch size, the stream 1.4-1.5x, realism
+    level within the seed spread: README Benchmarks), else "onnx"
     (ONNX Runtime fp32 on the CPU, the IOBinding path on CUDA). Any other value is returned as is."""
     if isinstance(generator, str) and generator == "auto":
         return "torch-bf16" if torch.device(device).type == "cpu" and cpu_has_bf16() else "onnx"
@@ -44,10 +45,9 @@ class GeneratorOutputError(ValueError):
 
 def resolve_generator(generator: str | Path | Backend | None, device: torch.device | str = "cpu") -> Backend | None:
     """Build the backend: None/"none" = clean renders; "auto" = resolve_name's choice; "onnx" =
-    shipped ONNX model on ORT;
-    "torch" = shipped checkpoint in torch; "torch-bf16" = the same in bfloat16 (about 3x faster on
-    CPUs with bf16 matrix units, outputs within 0.012 of float32); a path to an .onnx or .pt file;
-    or a callable."""
+    shipped ONNX model on ORT; "torch" = shipped checkpoint in torch; "torch-bf16" = the same in
+    bfloat16 (about 3x faster on CPUs with bf16 units, outputs within 0.012 of float32); a path to
+    an .onnx or .pt file; or a callable."""
     generator = resolve_name(generator, device)
     if generator is None or (isinstance(generator, str) and generator == "none"):
         return None
