@@ -119,6 +119,23 @@ def test_torch_generator_bf16(model: nn.Module) -> None:
         TorchGenerator(copy.deepcopy(model), dtype=torch.int8)
 
 
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_generator_half_precision_on_cuda(model: nn.Module, dtype: torch.dtype) -> None:
+    """On a GPU the reduced-precision TorchGenerator runs there: float32 out, on the device, within
+    half-precision rounding of the float32 model; "auto" stays on ONNX Runtime on CUDA."""
+    from plateaug.generator.backends import resolve_name
+
+    condition = torch.rand(4, 4, 64, 192, generator=torch.Generator().manual_seed(2)).cuda()
+    with torch.no_grad():
+        ref = TorchGenerator(copy.deepcopy(model), device="cuda")(condition)
+        out = TorchGenerator(copy.deepcopy(model), device="cuda", dtype=dtype)(condition)
+    assert out.device.type == "cuda" and out.dtype == torch.float32 and out.shape == (4, 3, 64, 192)
+    assert (out - ref).abs().max() <= 0.05
+    assert resolve_name("auto", "cuda") == "onnx"
+
+
 def test_auto_generator_is_bf16_only_on_cpus_with_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
     """PlateGANStream's default generator "auto": the shipped checkpoint in bfloat16 on a CPU with bf16
     units, the shipped ONNX model on other CPUs and on CUDA; generate records what it ran."""
