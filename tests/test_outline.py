@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plateaug import Outline, outline, render
+from plateaug import Outline, outline, render, sample_text
 
 
 def test_outline_shape_range_and_location():
@@ -37,3 +37,43 @@ def test_outline_batch_independent():
     imgs = render("cn_blue", ["京A12345", "沪BC1234"]).images
     both = outline(imgs)
     assert torch.allclose(both[1:], outline(imgs[1:]), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 32, 104), (2, 1, 7, 9), (1, 2, 1, 5)])
+def test_shifted_view_filters_equal_their_conv_forms(shape):
+    """The outline's filters are sums of shifted views; they equal kornia's Sobel, avg_pool2d and
+    bilinear interpolation (the contract the generator was trained with) within float rounding."""
+    import kornia
+    import torch.nn.functional as F
+
+    from plateaug.renderer.outline import box3_mean, sobel_magnitude, upsample2
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    if shape[1] == 1:
+        torch.testing.assert_close(sobel_magnitude(x), kornia.filters.sobel(x, normalized=True), atol=1e-6, rtol=0)
+    torch.testing.assert_close(box3_mean(x), F.avg_pool2d(x, 3, 1, 1), atol=1e-6, rtol=0)
+    up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsample2(x), up, atol=1e-6, rtol=0)
+
+
+def test_outline_odd_sizes_and_tiny_images():
+    """Odd sizes take the interpolate path (the softened image is resampled back to H x W)."""
+    for h, w in ((33, 65), (4, 4), (3, 3), (1, 1)):
+        out = outline(torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h)))
+        assert out.shape == (2, 1, h, w) and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
+def test_outline_equals_its_reference_formula():
+    """The contract, written with kornia's and torch's own filters (as the generator was trained):
+    2x2-softened luminance -> normalised Sobel magnitude / max of its 3x3 mean (>= MIN_EDGE)."""
+    import kornia
+    import torch.nn.functional as F
+
+    from plateaug.renderer.outline import MIN_EDGE
+
+    images = render("eu_de", sample_text("eu_de", 2, torch.Generator().manual_seed(0))).images  # (2, 3, 64, 304)
+    gray = kornia.color.rgb_to_grayscale(images)
+    gray = F.interpolate(F.avg_pool2d(gray, 2), size=gray.shape[-2:], mode="bilinear", align_corners=False)
+    edges = kornia.filters.sobel(gray, normalized=True)
+    ref = F.avg_pool2d(edges, 3, 1, 1).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)
+    torch.testing.assert_close(outline(images), (edges / ref).clamp(0, 1), atol=2e-6, rtol=0)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
-
 import kornia
 import torch
 import torch.nn.functional as F
@@ -14,7 +11,6 @@ from torch import nn
 SOFTEN = 2  # luminance is averaged over SOFTEN x SOFTEN blocks before Sobel
 MIN_EDGE = 0.05  # edge strength below which an image counts as flat (not amplified further)
 CPU_CHUNK = 32  # plates per CPU chunk
-SOBEL_CHUNK = 8  # ATen's plain conv is fastest on a few plates at a time
 
 
 def outline(images: torch.Tensor) -> torch.Tensor:
@@ -39,29 +35,57 @@ def outline(images: torch.Tensor) -> torch.Tensor:
 
 def _outline(images: torch.Tensor) -> torch.Tensor:
     gray = kornia.color.rgb_to_grayscale(images)  # (B, 1, H, W)
-    if images.shape[-1] >= 2 * SOFTEN and images.shape[-2] >= 2 * SOFTEN:
+    H, W = gray.shape[-2:]
+    if W >= 2 * SOFTEN and H >= 2 * SOFTEN:
         # camera-like softening: crisp renders and soft photos then give similar edge widths
-        gray = F.interpolate(F.avg_pool2d(gray, SOFTEN), size=gray.shape[-2:], mode="bilinear", align_corners=False)
-    if images.device.type == "cpu":
-        with _plain_cpu_conv():
-            edges = torch.cat([kornia.filters.sobel(c, normalized=True) for c in gray.split(SOBEL_CHUNK)])
-    else:
-        edges = kornia.filters.sobel(gray, normalized=True)
-    ref = F.avg_pool2d(edges, 3, 1, 1).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)  # (B, 1, 1, 1)
+        small = F.avg_pool2d(gray, SOFTEN)
+        even = H % 2 == 0 and W % 2 == 0
+        gray = upsample2(small) if even else F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    edges = sobel_magnitude(gray)  # (B, 1, H, W)
+    ref = box3_mean(edges).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)  # (B, 1, 1, 1)
     return (edges / ref).clamp(0.0, 1.0)
 
 
-@contextmanager
-def _plain_cpu_conv():
-    """oneDNN is ~4x slower than ATen's own kernel for Sobel's 1-channel 3x3 conv on CPU
-    (measured: 185 vs 46 ms for 512 plates of 64x208 on 2 cores), so turn it off around it."""
-    if not torch.backends.mkldnn.is_available():
-        yield
-        return
-    with warnings.catch_warnings():  # the flag switch also re-sets TF32 and warns about it
-        warnings.simplefilter("ignore")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+# The three filters below are sums of shifted views, equal to their conv/interpolate forms within
+# float rounding (tests/test_outline.py); the whole outline is 1.3-1.9x faster with them on a 2-core
+# CPU (512 renders, interleaved A/B: benchmarks/results/outline_ab_xeon.txt): a 1-channel 3x3 conv
+# on small plates is mostly call overhead.
+
+def sobel_magnitude(gray: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """kornia.filters.sobel(gray, normalized=True): sqrt(gx^2 + gy^2 + eps) of the 3x3 Sobel
+    gradients divided by 8, borders replicated. gray: (B, 1, H, W) -> (B, 1, H, W)."""
+    H, W = gray.shape[-2:]
+    p = F.pad(gray, (1, 1, 1, 1), mode="replicate")  # (B, 1, H + 2, W + 2)
+    rows = p[..., 0:H, :] + 2 * p[..., 1:H + 1, :] + p[..., 2:H + 2, :]  # [1 2 1] down: (B, 1, H, W + 2)
+    cols = p[..., :, 0:W] + 2 * p[..., :, 1:W + 1] + p[..., :, 2:W + 2]  # [1 2 1] across: (B, 1, H + 2, W)
+    gx = (rows[..., 2:] - rows[..., :-2]) / 8
+    gy = (cols[..., 2:, :] - cols[..., :-2, :]) / 8
+    return torch.sqrt(gx * gx + gy * gy + eps)
+
+
+def box3_mean(x: torch.Tensor) -> torch.Tensor:
+    """F.avg_pool2d(x, 3, 1, 1): 3x3 mean, zero padding counted. (B, C, H, W) -> same shape."""
+    H, W = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[..., 0:H, :] + p[..., 1:H + 1, :] + p[..., 2:H + 2, :]  # (B, C, H, W + 2)
+    return (rows[..., 0:W] + rows[..., 1:W + 1] + rows[..., 2:W + 2]) / 9
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False): every output pixel
+    0.75 of its nearer and 0.25 of its farther input neighbour, edges clamped. (B, C, h, w) ->
+    (B, C, 2h, 2w)."""
+
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        before = torch.cat([t.narrow(dim, 0, 1), t.narrow(dim, 0, n - 1)], dim)  # t[i - 1], clamped
+        after = torch.cat([t.narrow(dim, 1, n - 1), t.narrow(dim, n - 1, 1)], dim)  # t[i + 1], clamped
+        pair = torch.stack([0.25 * before + 0.75 * t, 0.75 * t + 0.25 * after], dim + 1)  # even, odd
+        shape = list(t.shape)
+        shape[dim] = 2 * n
+        return pair.reshape(shape)
+
+    return along(along(x, 2), 3)
 
 
 class Outline(nn.Module):
