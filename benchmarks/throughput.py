@@ -7,6 +7,7 @@
     low resolution), augmentation ("light"), and end to end via
     PlateGANStream(batch_size=B, augment="light") in crop mode (64x256); B = 32, 128, 256 on
     CPU, and on CUDA (fp32 and fp16 ONNX) when torch sees a GPU.
+End-to-end rows are timed after --stream-warmup batches (default 8): the steady state of a long run.
 Also the GFLOPs per plate of both generators (FlopCounterMode, one plate: plateaug at 64x256,
 unet_256 at 256x256), which explain most of the end-to-end ratio.
 (c) the int8 generator (python -m plateaug.export --int8; --int8-onnx PATH, else exported from
@@ -23,7 +24,7 @@ on their traffic), end-to-end rows as the generator's GFLOP/s over the whole pip
 
     python benchmarks/throughput.py [--onnx export/plateaug_default.onnx] [--checkpoint export/plateaug_default.pt]
                                     [--int8-onnx PATH | --no-int8] [--no-bf16] [--regions cn_blue]
-                                    [--batches 32,128,256]
+                                    [--batches 32,128,256] [--stream-warmup 8]
                                     [--quick] [--json out.json]
 """
 
@@ -74,6 +75,11 @@ CROP = DEFAULT_SIZE["crop"]  # (64, 256): the stream's crop size, and the canvas
 SEED_CANVAS = (256, 256)
 AUGMENT = "light"
 STREAM_OPTIONS: dict = {}  # extra PlateGANStream arguments of the end-to-end rows (--generator-share)
+# batches drawn before an end-to-end row is timed: the generator's batch size varies from call to call
+# (each region's translated share is a Binomial draw), and the first call of each size sets up kernels
+# (oneDNN primitives for bf16: +10-15 ms on a 20 ms call; ORT a little); a training run of thousands of
+# batches pays that once, so the rows time the steady state (--stream-warmup; 1 with --quick)
+STREAM_WARMUP = [8]
 PEAKS: dict[str, float] = {}  # the machine's measured peaks (measure_peaks), for the "achieved" column
 PEAK_NAMES = {"fp32_gflops": "fp32 mm", "bf16_gflops": "bf16 mm", "int8_gops": "int8 mm", "copy_gbs": "copy"}
 
@@ -284,7 +290,7 @@ def bench_stream(label: str, regions: list[str] | None, gen: Gen, B: int, repeat
     it = iter(stream)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t = median_seconds(lambda: next(it), repeats, device=device)
+    t = median_seconds(lambda: next(it), repeats, warmup=STREAM_WARMUP[0], device=device)
     # torch's allocations only: ORT's CUDA arena is not counted
     extra = {"peak_torch_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}
     return row(label, device, B, stage, t, **(work or {}), **extra)
@@ -366,6 +372,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-bf16", action="store_true", help="no torch bf16 rows")
     ap.add_argument("--generator-share", type=float, help="PlateGANStream(generator_share=) of the end-to-end "
                     "rows (default: the stream's default)")
+    ap.add_argument("--stream-warmup", type=int, default=STREAM_WARMUP[0],
+                    help="batches drawn before each end-to-end row is timed (default %(default)s)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     onnx, checkpoint = Path(args.onnx), Path(args.checkpoint)
@@ -376,8 +384,10 @@ def main(argv: list[str] | None = None) -> dict:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     batches, cuda_batches, seed_batches = ints(args.batches), ints(args.cuda_batches), ints(args.seed_batches)
     repeats, n_seed_plates = args.repeats, 200
+    STREAM_WARMUP[0] = max(0, args.stream_warmup)
     if args.quick:
         batches, cuda_batches, seed_batches, repeats, n_seed_plates = [32], [1024], [1, 2], 1, 20
+        STREAM_WARMUP[0] = 1
     regions = [r for r in args.regions.split(",") if r]
     if args.generator_share is not None:
         if not 0 <= args.generator_share <= 1:
@@ -429,6 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"peak process RSS {peak_rss:,.0f} MiB; total {time.perf_counter() - t0:.0f} s")
     payload = {"machine": info, "settings": {"onnx": str(onnx), "checkpoint": str(checkpoint), "regions": regions,
                                              "crop": list(CROP), "augment": AUGMENT, "repeats": repeats,
+                                             "stream_warmup": STREAM_WARMUP[0],
                                              "stream_options": dict(STREAM_OPTIONS),
                                              "seed_canvas": list(SEED_CANVAS), "canny": canny_backend(),
                                              "int8_onnx": str(int8_path) if int8_path else None},
