@@ -77,8 +77,9 @@ AUGMENT = "light"
 STREAM_OPTIONS: dict = {}  # extra PlateGANStream arguments of the end-to-end rows (--generator-share)
 # batches drawn before an end-to-end row is timed: the generator's batch size varies from call to call
 # (each region's translated share is a Binomial draw), and the first call of each size sets up kernels
-# (oneDNN primitives for bf16: +10-15 ms on a 20 ms call; ORT a little); a training run of thousands of
-# batches pays that once, so the rows time the steady state (--stream-warmup; 1 with --quick)
+# (oneDNN primitives for bf16: +8-16 ms on a 16-22 ms call, results/generator_first_call_xeon.txt; ORT
+# less); a training run of thousands of batches pays that once, so the rows time the steady state
+# (--stream-warmup; 1 with --quick)
 STREAM_WARMUP = [8]
 PEAKS: dict[str, float] = {}  # the machine's measured peaks (measure_peaks), for the "achieved" column
 PEAK_NAMES = {"fp32_gflops": "fp32 mm", "bf16_gflops": "bf16 mm", "int8_gops": "int8 mm", "copy_gbs": "copy"}
