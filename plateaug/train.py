@@ -41,7 +41,8 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
-                 "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init")
+                 "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init",
+                 "text_weight", "reader_steps")
 _UNSET = object()
 
 
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "export/plateaug_default.pt")
     ap.add_argument("--structure-weight", type=float, default=10.0,
                     help="with --render-weight: keeps translated renders' characters in place (default 10)")
+    ap.add_argument("--text-weight", type=float, default=0.0,
+                    help="with --render-weight: CTC loss of a frozen plate reader on translated renders, so "
+                         "they still read as the render's text (text preservation; 0 = off)")
+    ap.add_argument("--reader-steps", type=int, default=600,
+                    help="with --text-weight: training steps of each frozen reader (Latin, cn), once per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")
     ap.add_argument("--min-per-group", type=int, default=128, help="repeat small regions up to this per epoch")
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.real or not args.out:
                 ap.error("--real and --out are required (or --resume RUN_DIR)")
+            if args.text_weight < 0 or args.reader_steps < 1:
+                ap.error("--text-weight must be >= 0 and --reader-steps >= 1")
             if args.epochs < 1 or args.batch_size < 2:
                 ap.error("--epochs must be >= 1 and --batch-size >= 2 (BatchNorm)")
             cfg = TrainConfig(real=args.real, out=args.out, labels=args.labels, generator=args.generator,
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                               l1_weight=args.l1_weight, seed=args.seed, val_percent=args.val_percent,
                               min_per_group=args.min_per_group, render_weight=args.render_weight,
                               structure_weight=args.structure_weight, init=args.init,
+                              text_weight=args.text_weight, reader_steps=args.reader_steps,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)

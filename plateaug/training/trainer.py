@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..generator.torch_generator import generator_from_checkpoint
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
 from ..writers.sheet import contact_sheet
 from .realdata import RealGroup, RealSet, load_real
+from .text_reader import READER_MIN_ACCURACY, Reader, read_accuracy, script_of, train_readers
 from .unpaired import RENDER_SPECS, judge_image, render_batch, structure_loss
 
 # Real-data region -> shipped spec whose renders go on the sample sheet next to the real crops.
@@ -50,6 +52,8 @@ class TrainConfig:
     render_weight: float = 0.0  # unpaired term on renders (training/unpaired.py); 0 = pix2pix on real crops only
     structure_weight: float = 10.0  # keeps the characters of translated renders where the render put them
     init: str | None = None  # start the generator (and its EMA) from this checkpoint's EMA weights
+    text_weight: float = 0.0  # with render_weight: CTC loss of a frozen reader on translated renders (0 = off)
+    reader_steps: int = 600  # training steps of each frozen reader (text_reader.py), once per run
 
 
 def _seed(*parts: int) -> int:
@@ -104,6 +108,10 @@ class Trainer:
         self.D_r = PatchDiscriminator(in_ch=3).to(self.device) if cfg.render_weight > 0 else None
         self.opt_dr = (torch.optim.Adam(self.D_r.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
                        if self.D_r is not None else None)
+        if cfg.text_weight > 0 and cfg.render_weight <= 0:
+            raise ValueError("text_weight needs the unpaired term (render_weight > 0): it reads translated renders")
+        self.readers: dict[str, Reader] | None = None  # frozen readers of the text loss, built in run()
+        self.reader_accuracy: dict[str, float] = {}  # their exact accuracy on clean renders
         self.epoch, self.step_in_epoch, self.global_step, self.elapsed = 0, 0, 0, 0.0
         self.val_history: list[dict] = []
         canvases = {k: tuple(v) for k, v in cfg.canvases.items()}
@@ -122,6 +130,8 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             **({"render_discriminator": {"config": self.D_r.config, "state_dict": self.D_r.state_dict()},
                 "opt_dr": self.opt_dr.state_dict()} if self.D_r is not None else {}),
+            **({"text_readers": {k: r.state() for k, r in self.readers.items()},
+                "reader_accuracy": self.reader_accuracy} if self.readers else {}),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "elapsed_s": self.elapsed, "val_history": self.val_history,
             "canvases": {k: list(v.images.shape[-2:]) for k, v in self.data.train.items()},
@@ -140,6 +150,9 @@ class Trainer:
         if self.D_r is not None:
             self.D_r.load_state_dict(ckpt["render_discriminator"]["state_dict"])
             self.opt_dr.load_state_dict(ckpt["opt_dr"])
+        if self.cfg.text_weight > 0 and "text_readers" in ckpt:  # the run's readers, not new ones
+            self.readers = {k: Reader.from_state(v, self.device) for k, v in ckpt["text_readers"].items()}
+            self.reader_accuracy = dict(ckpt.get("reader_accuracy", {}))
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.global_step, self.elapsed = ckpt["global_step"], ckpt["elapsed_s"]
         self.val_history = ckpt["val_history"]
@@ -187,6 +200,7 @@ class Trainer:
         rendered = (render_batch(region, len(real), tuple(real.shape[-2:]), g, self.device)
                     if self.D_r is not None else None)
         if rendered is not None:  # the unpaired term: translated renders must look like this region's real crops
+            rendered, texts = rendered
             fake_r = self.G(generator_input(rendered))
             dr_real, dr_fake = judge_image(self.D_r, real), judge_image(self.D_r, fake_r.detach())
             loss_dr = 0.5 * (F.mse_loss(dr_real, torch.ones_like(dr_real))
@@ -200,6 +214,11 @@ class Trainer:
             loss_g = loss_g + cfg.render_weight * loss_render + cfg.structure_weight * loss_structure
             extra = {"loss_dr": loss_dr.item(), "loss_render": loss_render.item(),
                      "loss_structure": loss_structure.item()}
+            reader = self.readers.get(script_of(region)) if self.readers else None
+            if reader is not None:  # text preservation: the frozen reader must still read the render's text
+                loss_text = reader.loss(fake_r, texts)
+                loss_g = loss_g + cfg.text_weight * loss_text
+                extra["loss_text"] = loss_text.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -256,6 +275,16 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(plain(asdict(cfg)), indent=1))
+        if cfg.text_weight > 0 and self.readers is None:  # once per run; the checkpoint keeps them
+            self.readers = train_readers(cfg.reader_steps, _seed(cfg.seed, 7919) % 2**31, self.device)
+            self.reader_accuracy = {k: read_accuracy(r, k, 192, _seed(cfg.seed, 7920) % 2**31)
+                                    for k, r in self.readers.items()}
+            bar_note = " ".join(f"{k}={v:.3f}" for k, v in self.reader_accuracy.items())
+            print(f"text readers, exact on fresh clean renders: {bar_note}", flush=True)
+            weak = [k for k, v in self.reader_accuracy.items() if v < READER_MIN_ACCURACY]
+            if weak:
+                warnings.warn(f"text reader(s) {', '.join(weak)} read under {READER_MIN_ACCURACY:.0%} of clean "
+                              f"renders ({bar_note}): their loss is noise; raise --reader-steps", stacklevel=2)
         sizes = {k: len(v.images) for k, v in self.data.train.items()}
         steps_per_epoch = len(epoch_plan(sizes, 0, cfg))
         total_steps = steps_per_epoch * cfg.epochs
@@ -309,6 +338,7 @@ class Trainer:
             "train_images": sizes, "val_images": {k: len(v.images) for k, v in self.data.val.items()},
             "skipped": len(self.data.skipped), "skipped_files": self.data.skipped,
             "generator": {"name": cfg.generator, "parameters": n_params(self.G)},
+            **({"text_reader_accuracy": self.reader_accuracy} if self.reader_accuracy else {}),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary

@@ -21,16 +21,18 @@ RENDER_SPECS = {"us": "us", "br": "br_old", "eu": "eu_sk", "cn": "cn_blue"}
 STRUCTURE_POOL = 4  # the structure loss compares luminance averaged over 4x4 blocks
 
 
-def render_batch(region: str, n: int, size: tuple[int, int], g: torch.Generator,
-                 device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """n clean renders (n, 3, *size) in [0, 1] of the spec standing for `region` (None if none does)."""
+def render_batch(region: str, n: int, size: tuple[int, int] | None, g: torch.Generator,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[str]] | None:
+    """n clean renders (n, 3, *size) in [0, 1] of the spec standing for `region` and their texts
+    (None if no spec does); size None keeps the spec's own canvas."""
     spec = RENDER_SPECS.get(region)
     if spec is None:
         return None
-    images = render(spec, sample_text(spec, n, g), device).images
-    if tuple(images.shape[-2:]) != tuple(size):
+    plates = render(spec, sample_text(spec, n, g), device)
+    images = plates.images
+    if size is not None and tuple(images.shape[-2:]) != tuple(size):
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return images.clamp(0, 1)
+    return images.clamp(0, 1), list(plates.texts)
 
 
 def structure(images: torch.Tensor) -> torch.Tensor:
