@@ -77,3 +77,24 @@ def test_outline_equals_its_reference_formula():
     edges = kornia.filters.sobel(gray, normalized=True)
     ref = F.avg_pool2d(edges, 3, 1, 1).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)
     torch.testing.assert_close(outline(images), (edges / ref).clamp(0, 1), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 64, 304), (2, 3, 96, 192), (40, 3, 8, 12), (1, 3, 4, 4), (2, 3, 6, 10)])
+def test_polyphase_outline_equals_the_shifted_view_outline(shape):
+    """On the CPU, even sizes take the polyphase path (one strided conv, one 8-filter conv at half
+    resolution, a pixel shuffle); it equals the filter-by-filter outline within float rounding, in
+    place (no autograd) and out of place (autograd), across chunk boundaries (40 > CPU_CHUNK)."""
+    from plateaug.renderer.outline import _outline
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(shape[-1]))
+    x[0, :, : shape[2] // 2] = 0.5  # a flat half: MIN_EDGE and the sqrt's eps matter there
+    expected = _outline(x)
+    torch.testing.assert_close(outline(x), expected, atol=2e-6, rtol=0)
+    xg = x.clone().requires_grad_(True)
+    got = outline(xg)
+    torch.testing.assert_close(got.detach(), expected, atol=2e-6, rtol=0)
+    weights = torch.rand(got.shape, generator=torch.Generator().manual_seed(1))
+    (got * weights).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    (_outline(xr) * weights).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad, atol=1e-4, rtol=1e-4)

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import torch
 
+from . import memory
 from .atlas import GlyphAtlas
 from .device import to_device
 from .layers import background_layers, background_slots, band_overlays, rgb, separator_masks
@@ -93,7 +94,7 @@ class Renderer:
         if self.glyphs.n_fonts > 1:  # the typeface variant is the last style column
             gid = gid + style[:, -1:] * self.glyphs.stride[pattern]
         gid = gid * valid
-        img = torch.empty(B, 3, H, W, device=dev)
+        img = memory.empty(B, 3, H, W, device=dev)  # huge pages on the CPU: fewer first-touch faults
         # on the CPU, compose in cache-sized chunks (1.3-1.4x faster at B=512); one chunk on a GPU
         step = CPU_CHUNK if dev.type == "cpu" else B
         for s in range(0, B, step):

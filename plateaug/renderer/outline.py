@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import memory
+
 SOFTEN = 2  # luminance is averaged over SOFTEN x SOFTEN blocks before Sobel
 MIN_EDGE = 0.05  # edge strength below which an image counts as flat (not amplified further)
 CPU_CHUNK = 32  # plates per CPU chunk
@@ -28,9 +30,12 @@ def outline(images: torch.Tensor) -> torch.Tensor:
     if not images.is_floating_point():
         raise ValueError(f"outline expects float images in [0, 1], got dtype {images.dtype}")
     if images.device.type == "cpu":
+        H, W = images.shape[-2:]
+        if H % 2 == 0 and W % 2 == 0 and H >= 2 * SOFTEN and W >= 2 * SOFTEN:
+            return _outline_polyphase(images)
         # cache-sized chunks: faster than whole (512, 3, 64, 304) passes on 2 cores
         return torch.cat([_outline(c) for c in images.split(CPU_CHUNK)])
-    return _outline(images)
+    return _outline(images)  # CUDA: shifted views (cuDNN convolutions may run in TF32)
 
 
 def _outline(images: torch.Tensor) -> torch.Tensor:
@@ -44,6 +49,59 @@ def _outline(images: torch.Tensor) -> torch.Tensor:
     edges = sobel_magnitude(gray)  # (B, 1, H, W)
     ref = box3_mean(edges).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)  # (B, 1, 1, 1)
     return (edges / ref).clamp(0.0, 1.0)
+
+
+# Polyphase outline (CPU, even H and W). Softening, upsampling and Sobel are linear, so the
+# gradients of the upsampled image are, per output pixel parity, 3x3 filters on the half-resolution
+# image s (s padded by one replicated pixel reproduces the upsample's edge clamp and Sobel's
+# replicate border exactly). Per axis, with u = upsample2(s):
+#   smooth [1 2 1] of u at 2i: 1.25 s[i-1] + 2.5 s[i] + 0.25 s[i+1];  at 2i+1: 0.25, 2.5, 1.25
+#   diff [-1 0 1] of u at 2i: -0.75 s[i-1] + 0.5 s[i] + 0.25 s[i+1];  at 2i+1: -0.25, -0.5, 0.75
+# So the whole outline is one strided convolution (luminance + 2x2 mean), one 8-filter 3x3
+# convolution at half resolution (gx, gy for the four parities), the magnitude, and a pixel shuffle
+# that interleaves the parities: equal to the formula within float rounding (tests/test_outline.py),
+# ~1.5x faster than the shifted views on 2 CPU cores (benchmarks/results/outline_polyphase_xeon.txt).
+_SMOOTH = ((1.25, 2.5, 0.25), (0.25, 2.5, 1.25))  # even, odd output parity
+_DIFF = ((-0.75, 0.5, 0.25), (-0.25, -0.5, 0.75))
+_LUMA = (0.299, 0.587, 0.114)  # kornia.color.rgb_to_grayscale
+
+
+def _polyphase_kernels() -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 2, 2) luminance + 2x2 mean, and (8, 1, 3, 3): gx for parities (y, x) = 00, 01, 10, 11,
+    then gy for the same, each divided by 8 (kornia's normalised Sobel)."""
+    pool = (torch.tensor(_LUMA)[None, :, None, None] / 4).expand(1, 3, 2, 2).contiguous()
+    bank = []
+    for along_y, along_x in ((_SMOOTH, _DIFF), (_DIFF, _SMOOTH)):  # gx, gy
+        for py in (0, 1):
+            for px in (0, 1):
+                bank.append(torch.tensor(along_y[py])[:, None] * torch.tensor(along_x[px])[None, :] / 8)
+    return pool, torch.stack(bank)[:, None]
+
+
+_POOL, _BANK = _polyphase_kernels()
+
+
+def _outline_polyphase(images: torch.Tensor) -> torch.Tensor:
+    """outline() for even H, W on the CPU, in cache-sized chunks; in place where autograd allows."""
+    B, _, H, W = images.shape
+    pool, bank = _POOL.to(images.dtype), _BANK.to(images.dtype)
+    grad = torch.is_grad_enabled() and images.requires_grad
+    parts, out = [], None if grad else memory.empty(B, 1, H, W, dtype=images.dtype)
+    for i in range(0, B, CPU_CHUNK):
+        chunk = images[i:i + CPU_CHUNK]
+        small = F.conv2d(chunk, pool, stride=2)  # (b, 1, H/2, W/2) softened luminance
+        g = F.conv2d(F.pad(small, (1, 1, 1, 1), mode="replicate"), bank)  # (b, 8, H/2, W/2)
+        gx, gy = g[:, :4], g[:, 4:]
+        if grad:
+            edges = F.pixel_shuffle(torch.sqrt(gx * gx + gy * gy + 1e-6), 2)  # (b, 1, H, W)
+            ref = box3_mean(edges).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)
+            parts.append((edges / ref).clamp(0.0, 1.0))
+        else:
+            mag = gx * gx
+            edges = F.pixel_shuffle(mag.addcmul_(gy, gy).add_(1e-6).sqrt_(), 2)
+            ref = box3_mean(edges).amax(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_EDGE)
+            torch.div(edges, ref, out=out[i:i + CPU_CHUNK]).clamp_(0.0, 1.0)
+    return torch.cat(parts) if grad else out
 
 
 # The three filters below are sums of shifted views, equal to their conv/interpolate forms within
