@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-weight", type=float, default=0.0,
                     help="with --render-weight: CTC loss of a frozen plate reader on translated renders, so "
                          "they still read as the render's text (text preservation; 0 = off)")
-    ap.add_argument("--reader-steps", type=int, default=600,
+    ap.add_argument("--reader-steps", type=int, default=1000,
                     help="with --text-weight: training steps of each frozen reader (Latin, cn), once per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")

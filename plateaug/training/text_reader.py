@@ -50,6 +50,15 @@ def encode(texts: list[str], charset: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(labels, dtype=torch.int64), torch.tensor([len(t) for t in texts], dtype=torch.int64)
 
 
+def ctc(log_probs: torch.Tensor, texts: list[str], charset: str) -> torch.Tensor:
+    """Mean CTC loss of log_probs (T, B, C + 1) against texts, every sequence T steps long; the
+    targets go to the log_probs' device."""
+    target, target_len = encode(texts, charset)
+    input_len = torch.full((len(texts),), log_probs.shape[0], dtype=torch.int64)
+    dev = log_probs.device
+    return F.ctc_loss(log_probs, target.to(dev), input_len.to(dev), target_len.to(dev), blank=0, zero_infinity=True)
+
+
 def nuisance(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Photometric and small geometric nuisance a photographed plate has and a render lacks, glyphs
     untouched: (B, 3, H, W) in [0, 1] -> same. Gaussian blur (sigma 0-1.5 px), shift/scale/rotation
@@ -90,9 +99,7 @@ class Reader:
         """Mean CTC loss of reading `texts` from images (B, 3, H, W) in [0, 1]; differentiable in the
         images (the reader's weights are frozen, BatchNorm in eval mode)."""
         log_probs = self.model(images).float().log_softmax(-1)  # (T, B, C + 1)
-        target, target_len = encode(texts, self.charset)
-        input_len = torch.full((len(texts),), log_probs.shape[0], dtype=torch.int64)
-        return F.ctc_loss(log_probs, target, input_len, target_len, blank=0, zero_infinity=True)
+        return ctc(log_probs, texts, self.charset)
 
     def state(self) -> dict:
         return {"charset": self.charset, "config": dict(self.model.config), "state_dict": self.model.state_dict()}
@@ -143,10 +150,7 @@ def train_reader(script: str, steps: int, seed: int, batch: int = 64, lr: float 
     regions = SCRIPTS[script]
     for _ in range(steps):
         images, texts = mixed_batch(regions, batch, g, device)
-        log_probs = model(images).log_softmax(-1)
-        target, target_len = encode(texts, charset)
-        input_len = torch.full((batch,), log_probs.shape[0], dtype=torch.int64)
-        loss = F.ctc_loss(log_probs, target, input_len, target_len, blank=0, zero_infinity=True)
+        loss = ctc(model(images).log_softmax(-1), texts, charset)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -53,7 +53,7 @@ class TrainConfig:
     structure_weight: float = 10.0  # keeps the characters of translated renders where the render put them
     init: str | None = None  # start the generator (and its EMA) from this checkpoint's EMA weights
     text_weight: float = 0.0  # with render_weight: CTC loss of a frozen reader on translated renders (0 = off)
-    reader_steps: int = 600  # training steps of each frozen reader (text_reader.py), once per run
+    reader_steps: int = 1000  # training steps of each frozen reader (text_reader.py), once per run
 
 
 def _seed(*parts: int) -> int:
