@@ -69,8 +69,10 @@ Design decisions, and why:
   results/screening/realism_720_steps.txt), `--real-steps` 2500 for `real` from scratch (at 700
   steps it read 0-4 % of the validation plates exactly, at 2500 37-87 %, measured 2026-11-25; with
   the stride-2 CRNN, one seed, 1800 steps read br 0.06 / eu 0.27 and 2500 steps 0.81 / 0.53: a
-  recogniser stopped early hides every difference between sources), `--finetune-steps` 450 for
-  `real+default`, which starts from the `default` recogniser of the same seed at a lower LR.
+  recogniser stopped early hides every difference between sources), `--finetune-steps` 900 for
+  `real+default`, which starts from the `default` recogniser of the same seed at a lower LR (450
+  until 2026-12-02: 900 read us 0.817 ± 0.023 instead of 0.757 ± 0.026, the rest level, 3 seeds,
+  results/screening/finetune_450.txt vs finetune_900.txt).
   Training runs under CPU bfloat16
   autocast with channels-last tensors (2.4x faster per step on this AVX-512 BF16 CPU; `--fp32`
   for CPUs without bf16 units, where emulated bf16 is slower).
@@ -176,7 +178,7 @@ class Settings:
     seeds: int = 3  # recogniser seeds
     steps: int = 900  # recogniser optimiser steps on a synthetic pool (Latin from scratch, cn warm-started)
     real_steps: int = 2500  # `real`: steps on the real training split of every region (from scratch)
-    finetune_steps: int = 450  # real+default: Latin steps on the real training split after `default`
+    finetune_steps: int = 900  # real+default: Latin steps on the real training split after `default` (cn: half)
     batch: int = 64
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     finetune_lr: float = 1e-3
