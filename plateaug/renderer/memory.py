@@ -1,11 +1,11 @@
 """Large CPU output tensors backed by transparent huge pages where the kernel allows.
 
 A fresh (512, 3, 64, 304) float batch is 120 MB that the allocator maps anew on every call; the
-first write then takes one page fault per 4 KiB page, which measured a quarter of render +
-outline time at B=512 on a 2-core CPU. Asking the kernel for 2 MiB pages (madvise MADV_HUGEPAGE,
-honoured when /sys/kernel/mm/transparent_hugepage/enabled is "madvise" or "always") cuts the
-faults 512-fold. Nothing changes for the tensor's values or lifetime; elsewhere (no Linux, THP
-"never", GPU tensors, small tensors) this is torch.empty.
+first write then takes one page fault per 4 KiB page. Asking the kernel for 2 MiB pages (madvise
+MADV_HUGEPAGE, honoured when /sys/kernel/mm/transparent_hugepage/enabled is "madvise" or
+"always") cuts the faults 512-fold: render + outline 1.04-1.17x faster at B=512 on a 2-core CPU
+(benchmarks/results/outline_polyphase_xeon.txt). Nothing changes for the tensor's values or
+lifetime; elsewhere (no Linux, THP "never", GPU tensors, small tensors) this is torch.empty.
 """
 
 from __future__ import annotations

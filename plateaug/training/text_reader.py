@@ -24,6 +24,7 @@ from torch import nn
 
 from ..models.crnn import CRNN, INPUT_SIZE, with_charset
 from ..renderer.spec_loader import load_region
+from ..stream.seeding import share
 from .unpaired import RENDER_SPECS, render_batch
 
 SCRIPTS = {"latin": ("us", "br", "eu"), "cn": ("cn",)}  # script -> real-data regions it reads
@@ -124,7 +125,7 @@ def mixed_batch(regions: tuple[str, ...], n: int, g: torch.Generator,
     to the reader's input: (n, 3, 32, 128) in [0, 1] and their texts."""
     parts, texts = [], []
     for i, region in enumerate(regions):
-        k = n // len(regions) + (1 if i < n % len(regions) else 0)
+        k = share(n, i, len(regions))
         if k:
             images, t = render_batch(region, k, None, g, device)
             parts.append(F.interpolate(nuisance(images, g), size=INPUT_SIZE, mode="bilinear",
@@ -175,7 +176,7 @@ def read_accuracy(reader: Reader, script: str, n: int, seed: int, transform=None
     right = total = 0
     device = next(reader.model.parameters()).device
     for i, region in enumerate(SCRIPTS[script]):
-        k = n // len(SCRIPTS[script]) + (1 if i < n % len(SCRIPTS[script]) else 0)
+        k = share(n, i, len(SCRIPTS[script]))
         if not k:
             continue
         images, texts = render_batch(region, k, None, g, device)
