@@ -121,6 +121,7 @@ from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
 from plateaug.renderer.spec_loader import load_region  # noqa: E402
 from plateaug.stream.dataset import PlateGANStream  # noqa: E402
 from plateaug.training.realdata import load_real  # noqa: E402
+from plateaug.training.text_reader import encode  # noqa: E402  (CTC targets: class i + 1 = charset[i])
 
 DEFAULT_REAL = ROOT.parent / "shared" / "data" / "real-plates"
 SIZE = (32, 128)  # (H, W) of every crop the recogniser sees, synthetic and real
@@ -287,12 +288,6 @@ def light_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * u(0.7, 1.3, 1, 1, 1) + mean + u(-0.15, 0.15, 1, 1, 1)
     return x.clamp(0, 1)
-
-
-def encode(texts: list[str], charset: str) -> tuple[torch.Tensor, torch.Tensor]:
-    index = {ch: i + 1 for i, ch in enumerate(charset)}
-    labels = torch.tensor([index[ch] for t in texts for ch in t], dtype=torch.int64)
-    return labels, torch.tensor([len(t) for t in texts], dtype=torch.int64)
 
 
 def group_charset(regions: list[str], real_train: Crops, test: Crops) -> str:

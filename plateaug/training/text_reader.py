@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.crnn import CRNN, INPUT_SIZE, with_charset
+from ..models.crnn import CRNN, INPUT_SIZE, greedy_decode, with_charset
 from ..renderer.spec_loader import load_region
 from ..stream.seeding import share
 from .unpaired import RENDER_SPECS, render_batch
@@ -170,8 +170,6 @@ def train_readers(steps: int, seed: int, device: torch.device | str = "cpu") -> 
 def read_accuracy(reader: Reader, script: str, n: int, seed: int, transform=None) -> float:
     """Exact-plate accuracy of `reader` on n fresh renders of its script (optionally transformed,
     e.g. by a generator): how well the reader, or a translation, keeps the text."""
-    from ..models.crnn import greedy_decode
-
     g = torch.Generator().manual_seed(seed)
     right = total = 0
     device = next(reader.model.parameters()).device
