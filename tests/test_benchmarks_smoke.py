@@ -84,6 +84,11 @@ def test_realism_quick(tmp_path: Path) -> None:
     assert {(r["region"], r["source"]) for r in c2st} == {(r, s) for r in ("br", "us") for s in SYNTHETIC}
     assert all(set(r) == {"source", "region", "accuracy"} and 0.0 <= r["accuracy"] <= 1.0 for r in c2st)
     assert "real+default" in txt.read_text()
+    # six steps learn nothing: every synthetic recogniser is named as not learned, under the table too
+    stalled = result["stalled"]
+    assert {(x["source"], x["region"]) for x in stalled} == {(s, r) for s in SYNTHETIC for r in ("br", "us")}
+    assert all(x["seed"] == 0 and x["own_exact"] < 0.5 for x in stalled)
+    assert "not learned (own exact < 0.5" in txt.read_text()
     recognisers = result["settings"]["recognisers"]  # br and us are read by the one Latin recogniser
     assert set(recognisers) == {"latin"} and recognisers["latin"]["regions"] == ["br", "us"]
     assert recognisers["latin"]["charset_size"] == len(set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
@@ -102,6 +107,28 @@ def test_realism_holdout_sources_and_stream_options(tmp_path: Path) -> None:
     rows = {(r["region"], r["source"], r["n_test"]) for r in result["accuracy"]}
     assert rows == {("us", "aug", 8), ("us", "real", 8)}
     assert result["settings"]["stream_options"]["augment"] == "heavy"
+
+
+def test_realism_jobs_in_worker_processes_match_the_in_process_run(tmp_path: Path) -> None:
+    """Jobs in two spawned workers (finishing in any order) score exactly as the same jobs run one
+    after another in the benchmark's own process: a job depends only on its source and seed."""
+    real = tmp_path / "real"
+    _fixture(real)
+    runs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}.json"
+        proc = _realism(tmp_path, "--real", str(real), "--regions", "br,us", "--sources",
+                        "aug,default,real,real+default", "--seeds", "2", "--steps", "30", "--real-steps", "30",
+                        "--jobs", jobs, "--json", str(out))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        result = json.loads(out.read_text())
+        assert result["settings"]["jobs"] == int(jobs) and result["settings"]["threads_per_job"] == 1
+        runs.append(([{k: v for k, v in r.items() if k != "time_s"} for r in result["accuracy"]], result["c2st"]))
+    assert runs[0] == runs[1]
+    rows, c2st = runs[0]
+    assert len(rows) == 2 * 4 and len(c2st) == 2 * 2
+    # something to compare: the recognisers read some characters, the classifiers are not all at chance
+    assert any(r["own_char_mean"] > 0 for r in rows) and any(r["accuracy"] != 0.5 for r in c2st)
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +161,36 @@ def test_realism_groups_partition_the_regions_with_their_own_charsets(realism) -
     assert cn.synthetic_steps(900, warm=False) == 1200 and latin.synthetic_steps(900, warm=False) == 900
 
 
+def test_recogniser_augmentation_greys_and_shifts_contrast_and_brightness(realism) -> None:
+    """The recogniser's own augmentation: ~15 % of crops grey; contrast scales colour differences by
+    0.7-1.3 around the crop's mean, brightness moves it by +-0.15; reproducible."""
+    colour = torch.tensor([0.3, 0.5, 0.7]).view(1, 3, 1, 1)
+    x = colour.expand(400, 3, 32, 128).contiguous()  # a flat colour: warping leaves it as it is
+    out = realism.light_augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert torch.equal(out, realism.light_augment(x, torch.Generator().manual_seed(0)))
+    flat = out.amax((2, 3)) - out.amin((2, 3))  # (400, 3): still flat per channel
+    assert flat.max() < 1e-5
+    rgb = out[:, :, 0, 0]  # (400, 3)
+    grey = (rgb[:, 2] - rgb[:, 0]).abs() < 1e-5
+    assert 0.08 < grey.float().mean() < 0.25
+    contrast = (rgb[~grey, 2] - rgb[~grey, 0]) / 0.4
+    assert contrast.min() >= 0.7 - 1e-5 and contrast.max() <= 1.3 + 1e-5 and contrast.std() > 0.1
+    shift = rgb.mean(1) - 0.5  # the crop's mean moves by the brightness only
+    assert shift.abs().max() <= 0.15 + 1e-5 and shift.std() > 0.05
+    photo = torch.rand(8, 3, 32, 128, generator=torch.Generator().manual_seed(1))
+    warped = realism.light_augment(photo, torch.Generator().manual_seed(2))
+    assert 0 <= warped.min() and warped.max() <= 1 and not torch.allclose(warped, photo, atol=0.05)
+
+
 def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
     for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
                           (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
                           (["--stream-options", '{"seed": 3}'], "without ['batch_size', 'length', 'mode'"),
                           (["--stream-options", "{augment"], "--stream-options is not JSON"),
                           (["--stream-options", '{"augment": "nope"}'], "--stream-options / --onnx"),
-                          (["--real", str(tmp_path)], "labels.csv")):
+                          (["--real", str(tmp_path)], "labels.csv"),
+                          (["--jobs", "0"], "--jobs and --threads must be >= 1")):
         with pytest.raises(SystemExit) as exc:
             realism.main(["--quick", *args])
         assert exc.value.code != 0 and message in capsys.readouterr().err, args
