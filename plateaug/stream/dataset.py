@@ -34,6 +34,7 @@ from .augment import augment as apply_augment
 from .augment import corners_to_boxes, device_preset, inside_plates, resolve
 from .collate import wrap_boxes
 from .framing import Framing, frame, resolve_framing
+from .lighting import Lighting, relight_hint, resolve_lighting
 from .scene import FolderBackgrounds, augment_scenes, compose, place_plates, procedural_backgrounds
 
 MODES = ("crop", "scene")
@@ -107,7 +108,8 @@ class PlateGANStream(IterableDataset):
                  generator: str | Path | Backend | None = "auto", augment: str | nn.Module | None = "light",
                  length: int | None = None, backgrounds: str | Path | None = None,
                  plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
-                 framing: str | Framing | dict | None = "detector", generator_share: float = 0.5):
+                 framing: str | Framing | dict | None = "detector", generator_share: float = 0.5,
+                 lighting: str | Lighting | dict | None = "none"):
         super().__init__()
         self.specs, self.weights = _resolve_regions(regions)
         if mode not in MODES:
@@ -148,6 +150,7 @@ class PlateGANStream(IterableDataset):
         if isinstance(augment, str) and self.device.type == "cuda":
             self.augment = device_preset(augment, str(self.device))  # noise drawn on the GPU
         self.framing = resolve_framing(framing)
+        self.lighting = resolve_lighting(lighting)
         self.backgrounds = FolderBackgrounds(_check_backgrounds(backgrounds)) if backgrounds is not None else None
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
         self._index = {ch: i + 1 for i, ch in enumerate(self.charset)}
@@ -226,7 +229,7 @@ class PlateGANStream(IterableDataset):
             plates = render(spec, sample_text(spec, k, g), self.device)
             h, w = plates.images.shape[-2:]
             translated = self._n_translated(k, g) if backend is not None else k
-            parts = [self._translate(c, backend, size, ranges)
+            parts = [self._translate(c, backend, size, ranges, g)
                      for c in plates.images[:translated].split(self._step)] if translated else []
             if translated < k:  # the rest: clean renders, resized like the generated ones
                 parts.append(self._translate(plates.images[translated:], None, size))
@@ -263,13 +266,16 @@ class PlateGANStream(IterableDataset):
         return CPU_CHUNK if self.device.type == "cpu" else 1 << 30
 
     def _translate(self, clean: torch.Tensor, backend: Backend | None, size: tuple[int, int],
-                   ranges: list[torch.Tensor] | None = None) -> torch.Tensor:
+                   ranges: list[torch.Tensor] | None = None, g: torch.Generator | None = None) -> torch.Tensor:
         """Clean renders (k, 3, h, w) -> generated plates resized to `size`, (k, 3, *size). The
         generator's output type, shape and dtype are checked here (metadata only); its (min, max)
-        is appended to `ranges` on the device, for one finiteness check per batch."""
+        is appended to `ranges` on the device, for one finiteness check per batch. With `lighting`
+        each plate's colour hint is relit first (lighting parameters drawn from `g`)."""
         img = clean
         if backend is not None:
             condition = generator_input(clean)
+            if self.lighting is not None:
+                condition = relight_hint(condition, self.lighting, g)
             out = backend(condition)
             check_output(out, condition, describe_generator(self.generator, backend))
             img = out.to(self.device, torch.float32)
