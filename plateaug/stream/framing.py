@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..renderer.device import to_device
+from .presets import resolve_preset
 from .scene import compose, procedural_backgrounds
 
 LOW_RES_LEVELS = 4  # low-resolution scales are bucketed so each bucket is one batched resize
@@ -55,17 +56,7 @@ FRAMINGS: dict[str, Framing | None] = {"tight": None, "detector": Framing()}
 def resolve_framing(framing: str | Framing | dict | None) -> Framing | None:
     """A preset name ("tight": the plate fills the crop; "detector"), a Framing, a dict of Framing
     fields (from a JSON/TOML config), or None (= tight)."""
-    if framing is None or isinstance(framing, Framing):
-        return framing
-    if isinstance(framing, dict):
-        fields = set(Framing.__dataclass_fields__)
-        unknown = sorted(set(framing) - fields)
-        if unknown:
-            raise ValueError(f"framing: unknown fields {unknown}; Framing has {sorted(fields)}")
-        return Framing(**{k: tuple(v) if isinstance(v, list) else v for k, v in framing.items()})
-    if isinstance(framing, str) and framing in FRAMINGS:
-        return FRAMINGS[framing]
-    raise ValueError(f"framing must be one of {sorted(FRAMINGS)} or a plateaug.Framing, got {framing!r}")
+    return resolve_preset(framing, Framing, FRAMINGS, "framing")
 
 
 def sample_quads(aspects: torch.Tensor, size: tuple[int, int], framing: Framing,

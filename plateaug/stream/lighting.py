@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .presets import resolve_preset
+
 
 @dataclass(frozen=True)
 class Lighting:
@@ -47,18 +49,7 @@ LIGHTINGS: dict[str, Lighting | None] = {"none": None, "varied": Lighting()}
 def resolve_lighting(lighting: str | Lighting | dict | None) -> Lighting | None:
     """A preset name ("none", "varied"), a Lighting, a dict of Lighting fields (JSON/TOML config),
     or None (= no relighting: the render's own hint)."""
-    if lighting is None or isinstance(lighting, Lighting):
-        return lighting
-    if isinstance(lighting, dict):
-        fields = set(Lighting.__dataclass_fields__)
-        unknown = sorted(set(lighting) - fields)
-        if unknown:
-            raise ValueError(f"lighting: unknown fields {unknown}; Lighting has {sorted(fields)}")
-        return Lighting(**{k: tuple(v) if isinstance(v, list) else v for k, v in lighting.items()})
-    if isinstance(lighting, str) and lighting in LIGHTINGS:
-        return LIGHTINGS[lighting]
-    raise ValueError(f"lighting must be one of {sorted(LIGHTINGS)}, a Lighting, a dict of its fields or None, "
-                     f"got {lighting!r}")
+    return resolve_preset(lighting, Lighting, LIGHTINGS, "lighting")
 
 
 def lighting_field(lighting: Lighting, n: int, size: tuple[int, int], g: torch.Generator,
