@@ -85,6 +85,13 @@ Design decisions, and why:
   settings and threads, not on the worker or the order: `--jobs 1` (in this process) and `--jobs 2`
   at one thread each give identical tables. `time_s` in the JSON is the seconds a source's jobs took,
   summed; `runtime_s` the wall time of the run.
+- The seed noise: every recogniser from scratch spends its first 300-550 steps on CTC's plateau (loss
+  ~3.4, no characters; the peak LR does not change that, results/screening/ctc_plateau_lr.txt), and
+  when it escapes decides where it ends; one that never does reads nothing and is named under the
+  table ("not learned", JSON `stalled`). `--plain-steps N` (default 0) trains a recogniser from
+  scratch on its crops without its own augmentation for its first N steps (a curriculum): in
+  one-seed traces 200 such steps left the plateau at 200-250 instead of 350-550
+  (results/screening/plain_steps.txt).
 - C2ST (classifier two-sample test): per synthetic source and region, a small CNN learns real
   (training split) vs synthetic crops and is tested on held-out real crops vs other synthetic
   crops, balanced (0.5 = indistinguishable). One seed: it is a weak signal (real datasets are
@@ -99,7 +106,7 @@ trains `real`/`real+default`/C2ST. Tune only on the validation split.
     python benchmarks/realism.py [--real DIR] [--holdout DIR] [--regions br,eu,us,cn]
         [--sources clean,aug,gan,default,real,real+default] [--stream-options JSON] [--onnx PATH]
         [--pool N] [--seeds K] [--steps S] [--real-steps S] [--finetune-steps S] [--shared-pool] [--fp32] [--quick]
-        [--jobs J] [--threads T] [--json OUT] [--txt OUT]
+        [--plain-steps N] [--jobs J] [--threads T] [--json OUT] [--txt OUT]
 """
 
 from __future__ import annotations
@@ -197,6 +204,7 @@ class Settings:
     c2st_epochs: int = 8
     c2st_seeds: int = 1
     pool_per_seed: bool = True  # a fresh pool per seed (DATA_SEED + 1000 seed); False: one pool for every seed
+    plain_steps: int = 0  # a recogniser from scratch: first steps without its own augmentation (--plain-steps)
     bf16: bool = True  # recogniser training under CPU bfloat16 autocast, channels-last (2.4x faster per step
     # on this AVX-512 BF16 CPU, measured; CTC and the loss stay float32); --fp32 turns it off
 
@@ -321,12 +329,15 @@ def balanced_weights(regions: list[str]) -> torch.Tensor:
 
 
 def train_recogniser(crops: Crops, charset: str, steps: int, lr: float, batch: int, seed: int,
-                     model: CRNN | None = None, balance: bool = True, bf16: bool = False) -> CRNN:
+                     model: CRNN | None = None, balance: bool = True, bf16: bool = False,
+                     plain_steps: int = 0) -> CRNN:
     """CTC training on a pool with the recogniser's own augmentation: AdamW, one-cycle LR, batches
     drawn with replacement (balanced over regions when `balance`). A given model is fine-tuned.
     `bf16`: convolutions under CPU bfloat16 autocast with channels-last tensors; weights, optimiser,
-    log-softmax and CTC stay float32."""
+    log-softmax and CTC stay float32. `plain_steps`: a model from scratch sees its crops without the
+    augmentation for its first steps (a curriculum; a given model always gets the augmentation)."""
     torch.manual_seed(seed)
+    plain = plain_steps if model is None else 0
     model = model if model is not None else CRNN(len(charset))
     layout = torch.channels_last if bf16 else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -337,9 +348,10 @@ def train_recogniser(crops: Crops, charset: str, steps: int, lr: float, batch: i
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     g = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.multinomial(weights, batch, replacement=True, generator=g)
-        x = light_augment(crops.images[idx].float() / 255, g).contiguous(memory_format=layout)
+        x = crops.images[idx].float() / 255
+        x = (x if step < plain else light_augment(x, g)).contiguous(memory_format=layout)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         log_probs = logits.float().log_softmax(-1)  # (T, B, C + 1)
@@ -484,7 +496,8 @@ def source_job(source: str, seed: int, check: Crops | None) -> dict:
     t = time.perf_counter()
     out: dict = {"real": {}, "own": {}, "c2st": []}
     if source == "real":  # one recogniser for every region's real crops (see the docstring)
-        model = train_recogniser(ctx.real_train, ctx.real_charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16)
+        model = train_recogniser(ctx.real_train, ctx.real_charset, s.real_steps, s.lr, s.batch, seed, bf16=s.bf16,
+                                 plain_steps=s.plain_steps)
         out["real"] = out["own"] = score_regions(model, ctx.test, ctx.real_charset, ctx.tested)
         out["time_s"] = time.perf_counter() - t
         return out
@@ -498,7 +511,7 @@ def source_job(source: str, seed: int, check: Crops | None) -> dict:
         if grp.init in trained:  # warm start from the init group's recogniser (GROUPS)
             start = with_charset(trained[grp.init], ctx.charsets[grp.init], charset)
         model = train_recogniser(pool.region(*rs), charset, grp.synthetic_steps(s.steps, start is not None), s.lr,
-                                 s.batch, seed, model=start, bf16=s.bf16)
+                                 s.batch, seed, model=start, bf16=s.bf16, plain_steps=s.plain_steps)
         trained[g] = model
         out["own"] |= score_regions(model, check.region(*rs), charset, on)
         out["real"] |= score_regions(model, ctx.test.region(*rs), charset, on)
@@ -677,7 +690,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "sources (they define `default`; aug/gan/clean drop the generator/augmentation)")
     ap.add_argument("--onnx", help="generator model for gan/default (default: the stream's shipped generator)")
     for name, typ in (("pool", int), ("seeds", int), ("steps", int), ("real-steps", int), ("finetune-steps", int),
-                      ("batch", int)):
+                      ("batch", int), ("plain-steps", int)):
         default = getattr(Settings, name.replace("-", "_"))
         ap.add_argument(f"--{name}", type=typ, help=f"default {default}")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny pools, one seed, a few steps (seconds)")
@@ -722,11 +735,11 @@ def main(argv: list[str] | None = None) -> dict:
     holdout = Path(args.holdout) if args.holdout else None
     if holdout is not None and not (holdout / "labels.csv").is_file():
         ap.error(f"--holdout {holdout} must be a folder with labels.csv (file,region,text,source)")
-    given = {k.replace("-", "_"): v for k in ("pool", "seeds", "steps", "real-steps", "finetune-steps", "batch")
-             if (v := getattr(args, k.replace("-", "_"))) is not None}
+    given = {k.replace("-", "_"): v for k in ("pool", "seeds", "steps", "real-steps", "finetune-steps", "batch",
+                                              "plain-steps") if (v := getattr(args, k.replace("-", "_"))) is not None}
     for k, v in given.items():
-        if v < 1:
-            ap.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+        if v < (least := 0 if k == "plain_steps" else 1):
+            ap.error(f"--{k.replace('_', '-')} must be >= {least}, got {v}")
     s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {}),
                     **({"pool_per_seed": False} if args.shared_pool else {})})
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):

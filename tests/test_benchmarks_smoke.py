@@ -183,6 +183,20 @@ def test_recogniser_augmentation_greys_and_shifts_contrast_and_brightness(realis
     assert 0 <= warped.min() and warped.max() <= 1 and not torch.allclose(warped, photo, atol=0.05)
 
 
+def test_plain_steps_hold_the_augmentation_back_only_from_a_new_recogniser(realism, monkeypatch) -> None:
+    """--plain-steps: a recogniser from scratch sees plain crops for its first steps (a curriculum);
+    a warm-started or fine-tuned one is augmented from its first step."""
+    calls = []
+    augment = realism.light_augment
+    monkeypatch.setattr(realism, "light_augment", lambda x, g: calls.append(len(x)) or augment(x, g))
+    crops = realism.Crops(torch.randint(0, 255, (6, 3, 32, 128), dtype=torch.uint8), ["AB1"] * 6, ["us"] * 6)
+    model = realism.train_recogniser(crops, "1AB", 5, 1e-3, 4, seed=0, plain_steps=3)
+    assert calls == [4, 4]  # steps 4 and 5
+    calls.clear()
+    realism.train_recogniser(crops, "1AB", 5, 1e-3, 4, seed=0, model=model, plain_steps=3)
+    assert calls == [4] * 5
+
+
 def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
     for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
                           (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
@@ -190,7 +204,8 @@ def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> 
                           (["--stream-options", "{augment"], "--stream-options is not JSON"),
                           (["--stream-options", '{"augment": "nope"}'], "--stream-options / --onnx"),
                           (["--real", str(tmp_path)], "labels.csv"),
-                          (["--jobs", "0"], "--jobs and --threads must be >= 1")):
+                          (["--jobs", "0"], "--jobs and --threads must be >= 1"),
+                          (["--plain-steps", "-1"], "--plain-steps must be >= 0")):
         with pytest.raises(SystemExit) as exc:
             realism.main(["--quick", *args])
         assert exc.value.code != 0 and message in capsys.readouterr().err, args
@@ -241,7 +256,7 @@ def test_realism_cn_recogniser_starts_from_the_latin_one(realism, tmp_path: Path
     _fixture(real, regions=(("us", "us"), ("cn", "cn_blue")))
     calls = []  # (regions, charset, model given, model returned)
 
-    def fake_train(crops, charset, steps, lr, batch, seed, model=None, balance=True, bf16=False):
+    def fake_train(crops, charset, steps, lr, batch, seed, model=None, balance=True, bf16=False, plain_steps=0):
         torch.manual_seed(len(calls))
         out = copy.deepcopy(model) if model is not None else CRNN(len(charset))
         calls.append((set(crops.regions), charset, model, out.eval()))
