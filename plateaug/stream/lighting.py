@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..renderer.device import to_device
 from .presets import resolve_preset
 
 
@@ -69,17 +70,17 @@ def lighting_field(lighting: Lighting, n: int, size: tuple[int, int], g: torch.G
     shadow_level, soft = u(*lighting.shadow), u(*lighting.softness)
     params = torch.stack([torch.cos(angle), torch.sin(angle), fall, torch.cos(shadow_angle), torch.sin(shadow_angle),
                           shadow_offset, torch.where(shadow_on, 1 - shadow_level, torch.zeros(n)), soft], 1)
-    p = params.to(device)  # (n, 8): one copy to the device
+    p = to_device(torch.cat([params, gain * cast], 1), device)  # (n, 11): one copy, no host sync
     aspect = W / H
     ys = torch.linspace(-1, 1, H, device=device).view(1, H, 1)
     xs = torch.linspace(-aspect, aspect, W, device=device).view(1, 1, W)  # plate units: equal steps in x and y
-    ramp = (xs * p[:, 0, None, None] + ys * p[:, 1, None, None]) / (aspect + 1)  # (n, H, W) in [-1, 1]
+    reach = lambda c, s: (c.abs() * aspect + s.abs())[:, None, None]  # noqa: E731  half the plate along (c, s)
+    ramp = (xs * p[:, 0, None, None] + ys * p[:, 1, None, None]) / reach(p[:, 0], p[:, 1])  # (n, H, W) in [-1, 1]
     light = 1 - p[:, 2, None, None] * (1 - ramp) / 2  # 1 on the lit edge, 1 - fall on the other
-    reach = p[:, 3].abs() * aspect + p[:, 4].abs()  # half the plate's extent along the shadow's normal
-    side = xs * p[:, 3, None, None] + ys * p[:, 4, None, None] - (p[:, 5] * reach)[:, None, None]
+    side = xs * p[:, 3, None, None] + ys * p[:, 4, None, None] - p[:, 5, None, None] * reach(p[:, 3], p[:, 4])
     edge = torch.sigmoid(side / (p[:, 7, None, None] * 2 * aspect / 4))  # 0 -> 1 across the edge
     light = light * (1 - p[:, 6, None, None] * edge)
-    return light[:, None] * (gain * cast.to(gain)).to(device)[:, :, None, None]  # (n, 3, H, W)
+    return light[:, None] * p[:, 8:, None, None]  # (n, 3, H, W)
 
 
 def relight_hint(condition: torch.Tensor, lighting: Lighting | None, g: torch.Generator) -> torch.Tensor:
