@@ -501,6 +501,8 @@ def source_job(source: str, seed: int, check: Crops | None) -> dict:
         out["real"] = out["own"] = score_regions(model, ctx.test, ctx.real_charset, ctx.tested)
         out["time_s"] = time.perf_counter() - t
         return out
+    # with --shared-pool every seed's job draws the same pool again (jobs share no memory): more
+    # seconds, the same crops
     pool = synthesize(ctx.regions, source_options(source, ctx.base), s.pool, pool_seed(seed, s))
     out["data_s"] = time.perf_counter() - t
     plus = "real+default" in ctx.sources and source == "default"
