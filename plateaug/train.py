@@ -42,7 +42,7 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
                  "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init",
-                 "text_weight", "reader_steps")
+                 "text_weight", "reader_steps", "paired_weight")
 _UNSET = object()
 
 
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                          "they still read as the render's text (text preservation; 0 = off)")
     ap.add_argument("--reader-steps", type=int, default=1000,
                     help="with --text-weight: training steps of each frozen reader (Latin, cn), once per run")
+    ap.add_argument("--paired-weight", type=float, default=0.0,
+                    help="weight of the paired term: each real crop with a text also gets a clean render of that "
+                         "text, aligned to it, and the generator learns outline(render) -> the crop (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")
     ap.add_argument("--min-per-group", type=int, default=128, help="repeat small regions up to this per epoch")
@@ -117,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.real or not args.out:
                 ap.error("--real and --out are required (or --resume RUN_DIR)")
-            if args.text_weight < 0 or args.reader_steps < 1:
-                ap.error("--text-weight must be >= 0 and --reader-steps >= 1")
+            if args.text_weight < 0 or args.reader_steps < 1 or args.paired_weight < 0:
+                ap.error("--text-weight and --paired-weight must be >= 0 and --reader-steps >= 1")
             if args.epochs < 1 or args.batch_size < 2:
                 ap.error("--epochs must be >= 1 and --batch-size >= 2 (BatchNorm)")
             cfg = TrainConfig(real=args.real, out=args.out, labels=args.labels, generator=args.generator,
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                               min_per_group=args.min_per_group, render_weight=args.render_weight,
                               structure_weight=args.structure_weight, init=args.init,
                               text_weight=args.text_weight, reader_steps=args.reader_steps,
+                              paired_weight=args.paired_weight,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)

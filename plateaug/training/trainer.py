@@ -21,7 +21,10 @@ from tqdm import tqdm
 from ..generator.checkpoint import FORMAT, TRAINING_KEYS, atomic_save, load_checkpoint, plain, require_keys
 from ..generator.torch_generator import generator_from_checkpoint
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
+from ..models.contract import colour_hint
+from ..renderer.outline import outline
 from ..writers.sheet import contact_sheet
+from .pairs import Pairs, build_pairs
 from .realdata import RealGroup, RealSet, load_real
 from .text_reader import READER_MIN_ACCURACY, Reader, read_accuracy, script_of, train_readers
 from .unpaired import RENDER_SPECS, judge_image, render_batch, structure_loss
@@ -54,6 +57,7 @@ class TrainConfig:
     init: str | None = None  # start the generator (and its EMA) from this checkpoint's EMA weights
     text_weight: float = 0.0  # with render_weight: CTC loss of a frozen reader on translated renders (0 = off)
     reader_steps: int = 1000  # training steps of each frozen reader (text_reader.py), once per run
+    paired_weight: float = 0.0  # L1 on pairs (training/pairs.py): outline(render of a real crop's text) -> the crop
 
 
 def _seed(*parts: int) -> int:
@@ -119,6 +123,15 @@ class Trainer:
                                        list(cfg.regions) if cfg.regions else None)
         if not self.data.train:
             raise ValueError(f"no training images left in {cfg.real} after the validation split")
+        self.pairs: dict[str, Pairs] = {}  # region -> paired renders of its training crops (deterministic)
+        if cfg.paired_weight > 0:
+            for region, grp in sorted(self.data.train.items()):
+                pairs = build_pairs(grp, seed=_seed(cfg.seed, 4271) % 2**31)
+                if pairs is not None and len(pairs.renders):
+                    self.pairs[region] = pairs
+            if not self.pairs:
+                raise ValueError(f"paired_weight needs training crops whose text a shipped spec can render "
+                                 f"(labels.csv with a text column; regions {sorted(RENDER_SPECS)}); none in {cfg.real}")
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -175,7 +188,10 @@ class Trainer:
         """Constant for the first half, then linear decay to 0 (pix2pix schedule)."""
         return self.cfg.lr * min(1.0, 2.0 * (1.0 - progress))
 
-    def train_step(self, real: torch.Tensor, g: torch.Generator, lr: float, region: str = "") -> dict[str, float]:
+    def train_step(self, real: torch.Tensor, g: torch.Generator, lr: float, region: str = "",
+                   pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """One step of D, D_r and G. `pairs`: (renders, aligned real crops), each (P, 3, H, W), for
+        the paired term."""
         cfg = self.cfg
         for opt in (self.opt_g, self.opt_d, self.opt_dr):
             if opt is None:
@@ -219,6 +235,12 @@ class Trainer:
                 loss_text = reader.loss(fake_r, texts)
                 loss_g = loss_g + cfg.text_weight * loss_text
                 extra["loss_text"] = loss_text.item()
+        if pairs is not None and len(pairs[0]):  # the paired term: the render's crisp outline -> its real crop
+            renders, target = (x.to(self.device) for x in pairs)
+            fake_p = self.G(torch.cat([outline(renders), colour_hint(target)], dim=1))
+            loss_pair = F.l1_loss(fake_p, target)
+            loss_g = loss_g + cfg.paired_weight * loss_pair
+            extra["loss_pair"] = loss_pair.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -228,6 +250,14 @@ class Trainer:
             for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 be.copy_(b)
         return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "loss_l1": loss_l1.item(), **extra}
+
+    def pair_batch(self, region: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The pairs of the batch's crops that have one: (renders, aligned reals), or None."""
+        pairs = self.pairs.get(region)
+        if pairs is None:
+            return None
+        k = pairs.of(idx)
+        return (pairs.renders[k], pairs.reals[k]) if len(k) else None
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -259,6 +289,12 @@ class Trainer:
             for i in range(len(real)):
                 rows.append([cond[i, :1], fake[i], real[i]])
                 caps.append(f"real {region} {grp.texts[i]}")
+        for region, pairs in sorted(self.pairs.items()):  # outline of the render | generated | its real crop
+            renders, target = (x[:2].to(self.device) for x in (pairs.renders, pairs.reals))
+            fake = self.G_ema(torch.cat([outline(renders), colour_hint(target)], dim=1))
+            for i in range(len(renders)):
+                rows.append([outline(renders[i: i + 1])[0], fake[i], target[i]])
+                caps.append(f"pair {region}")
         for region in sorted({*groups, "cn"}):
             spec = PREVIEW_SPECS.get(region)
             if spec is None:
@@ -302,7 +338,8 @@ class Trainer:
                     region, idx = plan[self.step_in_epoch]
                     g = torch.Generator().manual_seed(_seed(cfg.seed, self.epoch, self.step_in_epoch))
                     losses = self.train_step(self.data.train[region].images[idx], g,
-                                             self.lr_at(self.global_step / total_steps), region)
+                                             self.lr_at(self.global_step / total_steps), region,
+                                             self.pair_batch(region, idx))
                     self.step_in_epoch += 1
                     self.global_step += 1
                     n_imgs += len(idx)
@@ -339,6 +376,9 @@ class Trainer:
             "skipped": len(self.data.skipped), "skipped_files": self.data.skipped,
             "generator": {"name": cfg.generator, "parameters": n_params(self.G)},
             **({"text_reader_accuracy": self.reader_accuracy} if self.reader_accuracy else {}),
+            **({"pairs": {k: {"pairs": len(p.renders), "crops": len(p.index), "text_not_renderable": p.skipped_text,
+                              "fit_mean": round(p.score.mean().item(), 3)} for k, p in self.pairs.items()}}
+               if self.pairs else {}),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
