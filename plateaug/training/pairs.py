@@ -32,6 +32,11 @@ SIGMAS = (3.0, 1.5)  # blur of the outlines in each alignment stage, px (coarse 
 STEPS = 100  # optimiser steps per stage
 CHUNK = 512  # crops aligned at once (memory stays bounded for large folders)
 MIN_SCORE = 0.25  # normalised cross-correlation of the fitted outlines below which a crop gets no pair
+# How far the fit may move from its start: scale (log), shift (fraction of the half-frame),
+# rotation (degrees) and shear; a plate tilted or shifted further than this in its crop gets no pair.
+LIMITS = torch.tensor([0.15, 0.15, 0.25, 0.25, 8.0, 0.15])
+SHIFTS = torch.linspace(-0.12, 0.12, 9)  # horizontal starts tried first: characters repeat, so a
+# fit started one character off would stay there
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,6 @@ def _invert(theta: torch.Tensor) -> torch.Tensor:
     """(B, 2, 3) affine maps -> their inverses (B, 2, 3)."""
     full = torch.cat([theta, theta.new_tensor([0.0, 0.0, 1.0]).expand(len(theta), 1, 3)], dim=1)
     return torch.linalg.inv(full)[:, :2]
-
-
-# How far the fit may move from its start: scale (log), shift (fraction of the half-frame),
-# rotation (degrees) and shear; a plate tilted or shifted further than this in its crop gets no pair.
-LIMITS = torch.tensor([0.15, 0.15, 0.25, 0.25, 8.0, 0.15])
-SHIFTS = torch.linspace(-0.12, 0.12, 9)  # horizontal starts tried first: characters repeat, so a
-# fit started one character off would stay there
 
 
 def affine(params: torch.Tensor, margin: float, aspect: float) -> torch.Tensor:
