@@ -18,6 +18,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from ..models.contract import colour_hint
 from ..renderer.draw import render
 from ..renderer.outline import outline
 from ..renderer.spec_loader import load_region
@@ -55,6 +56,12 @@ class Pairs:
         """Pair numbers of the given crop indices that have a pair: (k,) int64."""
         p = self.index[crops]
         return p[p >= 0]
+
+
+def paired_input(renders: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+    """The generator's input for pairs: the render's crisp outline and its real crop's colour hint,
+    (P, 3, H, W) each -> (P, 4, H, W), laid out like `generator_input`."""
+    return torch.cat([outline(renders), colour_hint(reals)], dim=1)
 
 
 def _features(edges: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -21,10 +21,9 @@ from tqdm import tqdm
 from ..generator.checkpoint import FORMAT, TRAINING_KEYS, atomic_save, load_checkpoint, plain, require_keys
 from ..generator.torch_generator import generator_from_checkpoint
 from ..models import PatchDiscriminator, create_generator, generator_input, n_params
-from ..models.contract import colour_hint
 from ..renderer.outline import outline
 from ..writers.sheet import contact_sheet
-from .pairs import Pairs, build_pairs
+from .pairs import Pairs, build_pairs, paired_input
 from .realdata import RealGroup, RealSet, load_real
 from .text_reader import READER_MIN_ACCURACY, Reader, read_accuracy, script_of, train_readers
 from .unpaired import RENDER_SPECS, judge_image, render_batch, structure_loss
@@ -237,7 +236,7 @@ class Trainer:
                 extra["loss_text"] = loss_text.item()
         if pairs is not None and len(pairs[0]):  # the paired term: the render's crisp outline -> its real crop
             renders, target = (x.to(self.device) for x in pairs)
-            fake_p = self.G(torch.cat([outline(renders), colour_hint(target)], dim=1))
+            fake_p = self.G(paired_input(renders, target))
             loss_pair = F.l1_loss(fake_p, target)
             loss_g = loss_g + cfg.paired_weight * loss_pair
             extra["loss_pair"] = loss_pair.item()
@@ -291,7 +290,7 @@ class Trainer:
                 caps.append(f"real {region} {grp.texts[i]}")
         for region, pairs in sorted(self.pairs.items()):  # outline of the render | generated | its real crop
             renders, target = (x[:2].to(self.device) for x in (pairs.renders, pairs.reals))
-            fake = self.G_ema(torch.cat([outline(renders), colour_hint(target)], dim=1))
+            fake = self.G_ema(paired_input(renders, target))
             for i in range(len(renders)):
                 rows.append([outline(renders[i: i + 1])[0], fake[i], target[i]])
                 caps.append(f"pair {region}")
