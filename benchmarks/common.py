@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from plateaug.allocator import tune_malloc
+
 
 def sync(device: str) -> None:
     if str(device).startswith("cuda"):
@@ -31,6 +33,16 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, 
         sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def set_malloc(system: bool) -> str:
+    """The process's malloc as a CPU PlateGANStream leaves it (plateaug.tune_malloc), set before
+    anything is timed so every row sees the same allocator; with system=True (--system-malloc) glibc's
+    own dynamic thresholds, and PLATEAUG_MALLOC=system keeps the stream from tuning it."""
+    if system:
+        os.environ["PLATEAUG_MALLOC"] = "system"
+        return "system"
+    return "tuned" if tune_malloc() else "system (no glibc)"
 
 
 def machine() -> dict:

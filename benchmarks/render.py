@@ -1,7 +1,7 @@
 """Clean-render and outline throughput (plates/s) for B = 1, 64, 512 on CPU (and CUDA when
 present), next to the seed's per-plate Pillow render + Canny loop.
 
-    python benchmarks/render.py [--regions cn_blue,eu_de,us] [--json out.json]
+    python benchmarks/render.py [--regions cn_blue,eu_de,us] [--system-malloc] [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median_seconds, write_json  # noqa: E402
+from common import machine, median_seconds, set_malloc, write_json  # noqa: E402
 from seed_baseline import SeedRenderer, canny, canny_backend  # noqa: E402
 
 from plateaug import (
@@ -60,16 +60,20 @@ def main() -> None:
     ap.add_argument("--regions", default="cn_blue,eu_de,us")
     ap.add_argument("--batches", default="1,64,512")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc malloc as it is (default: plateaug.tune_malloc, as a CPU stream sets it)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    malloc = set_malloc(args.system_malloc)
     torch.set_num_threads(os.cpu_count() or 1)
     batches = [int(b) for b in args.batches.split(",")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [r for dev in devices for reg in args.regions.split(",")
             for r in bench_region(reg, dev, batches, args.repeats)]
     seed = bench_seed(200)
-    info = machine()
-    print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}"
+    info = {**machine(), "malloc": malloc}
+    print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}, "
+          f"malloc {malloc}"
           + (f", {info['gpu']}" if "gpu" in info else ""))
     print(f"{'region':<12}{'dev':<6}{'B':>5}{'text/s':>12}{'render/s':>12}{'outline/s':>12}{'render+outline/s':>18}")
     for r in rows:

@@ -1,7 +1,8 @@
 """End-to-end PlateGANStream throughput through a real DataLoader (plates/s) and peak memory,
 for num_workers 0 and 2 on CPU (and CUDA with num_workers 0 when present).
 
-    python benchmarks/stream.py [--generator onnx|none|PATH] [--batch-size 256] [--batches 20] [--json out.json]
+    python benchmarks/stream.py [--generator onnx|none|PATH] [--batch-size 256] [--batches 20] [--system-malloc]
+                                 [--json out.json]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json  # noqa: E402
+from common import machine, set_malloc, write_json  # noqa: E402
 
 from plateaug import (
     PlateGANStream,  # noqa: E402
@@ -75,8 +76,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--workers", default="0,2")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc malloc as it is (default: plateaug.tune_malloc, as a CPU stream sets it)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    malloc = set_malloc(args.system_malloc)
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for w in (int(x) for x in args.workers.split(",")):
@@ -84,8 +88,9 @@ def main() -> None:
     rows.append(run(args, "cpu", 0, sample_mode=True))
     if torch.cuda.is_available():
         rows.append(run(args, "cuda", 0, sample_mode=False))
-    info = machine()
-    print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}"
+    info = {**machine(), "malloc": malloc}
+    print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}, "
+          f"malloc {malloc}"
           + (f", {info['gpu']}" if "gpu" in info else "") + f"; generator={args.generator}, mode={args.mode}, "
           f"augment={args.augment}")
     print(f"{'device':<7}{'workers':>8}{'yield':>9}{'B':>6}{'plates/s':>11}{'peak RSS MB':>13}{'children MB':>13}")

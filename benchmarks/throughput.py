@@ -25,7 +25,7 @@ on their traffic), end-to-end rows as the generator's GFLOP/s over the whole pip
     python benchmarks/throughput.py [--onnx export/plateaug_default.onnx] [--checkpoint export/plateaug_default.pt]
                                     [--int8-onnx PATH | --no-int8] [--no-bf16] [--regions cn_blue]
                                     [--batches 32,128,256] [--stream-warmup 8]
-                                    [--quick] [--json out.json]
+                                    [--quick] [--system-malloc] [--json out.json]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
-from common import machine, median_seconds, write_json  # noqa: E402
+from common import machine, median_seconds, set_malloc, write_json  # noqa: E402
 from seed_baseline import SeedRenderer, canny, canny_backend, seed_pipeline, unet_256  # noqa: E402
 
 from plateaug.generator.backends import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa: E402
@@ -375,8 +375,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "rows (default: the stream's default)")
     ap.add_argument("--stream-warmup", type=int, default=STREAM_WARMUP[0],
                     help="batches drawn before each end-to-end row is timed (default %(default)s)")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc malloc as it is (default: plateaug.tune_malloc, as a CPU stream sets it)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
+    malloc = set_malloc(args.system_malloc)
     onnx, checkpoint = Path(args.onnx), Path(args.checkpoint)
     for flag, path in (("--onnx", onnx), ("--checkpoint", checkpoint)):
         if not path.is_file():
@@ -397,9 +400,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(max(1, args.threads))
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # seed_pipeline's asarray
     cuda = torch.cuda.is_available() and not args.no_cuda
-    info = {**machine(), "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers()}
+    info = {**machine(), "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers(),
+            "malloc": malloc}
     print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, {torch.get_num_threads()} "
-          f"threads, torch {info['torch']}, onnxruntime {info['onnxruntime']}"
+          f"threads, torch {info['torch']}, onnxruntime {info['onnxruntime']}, malloc {malloc}"
           + (f", {info['gpu']}" if "gpu" in info else ""))
     print(f"generator: {onnx}; regions {regions}; crop {CROP[0]}x{CROP[1]}; augment {AUGMENT!r}"
           + (f"; stream options {STREAM_OPTIONS}" if STREAM_OPTIONS else ""))

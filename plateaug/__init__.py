@@ -2,6 +2,7 @@
 pix2pix GAN on the device, as a drop-in torch IterableDataset."""
 
 from ._version import __version__
+from .allocator import tune_malloc
 from .generator.backends import GeneratorOutputError
 from .generator.onnx_export import ExportReport, ExportVerificationError, export_onnx
 from .generator.onnx_runtime import OnnxGenerator
@@ -23,5 +24,5 @@ __all__ = [
     "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
     "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
     "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
-    "relight_hint", "render", "sample_text",
+    "relight_hint", "render", "sample_text", "tune_malloc",
 ]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
+from .. import allocator
 from ..generator.backends import (
     GENERATOR_NAMES,
     Backend,
@@ -187,6 +188,8 @@ class PlateGANStream(IterableDataset):
     def __iter__(self) -> Iterator:
         _check_cuda_worker(self.device)
         _check_pin_memory(self.device)
+        if self.device.type == "cpu":
+            allocator.tune_for_stream()  # keep each batch's freed intermediates for the next one
         wid, nw = seeding.worker()
         rank, _ = seeding.rank_and_world()
         remaining = None if self.length is None else seeding.share(self.length, wid, nw)
