@@ -56,6 +56,23 @@ def test_shifted_view_filters_equal_their_conv_forms(shape):
     torch.testing.assert_close(upsample2(x), up, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("peak", ["interior", "corner", "top_row", "last_column", "none"])
+@pytest.mark.parametrize("shape", [(4, 1, 64, 304), (3, 2, 3, 3), (2, 1, 5, 7)])
+def test_box3_max_equals_the_padded_box_mean_maximum(shape, peak):
+    """The polyphase outline's robust maximum, taken from views and border strips, equals the
+    maximum of box3_mean bit for bit, wherever the largest 3x3 mean lies (the zero padding counts)."""
+    from plateaug.renderer.outline import box3_max, box3_mean
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 0.1
+    where = {"interior": (..., shape[2] // 2, shape[3] // 2), "corner": (..., 0, 0),
+             "top_row": (..., 0, shape[3] // 2), "last_column": (..., shape[2] // 2, -1)}
+    if peak in where:
+        x[1][where[peak]] = 3.0  # only plate 1
+    got = box3_max(x)
+    assert got.shape == (shape[0], 1, 1, 1)
+    assert torch.equal(got, box3_mean(x).amax(dim=(1, 2, 3), keepdim=True))
+
+
 def test_outline_odd_sizes_and_tiny_images():
     """Odd sizes take the interpolate path (the softened image is resampled back to H x W)."""
     for h, w in ((33, 65), (4, 4), (3, 3), (1, 1)):

@@ -75,7 +75,12 @@ class Renderer:
         self.n_style = len(grammar(spec).style_sizes)
         ys = [sl.y for lay in self.glyphs.layouts for sl in lay.chars + lay.separators]
         ye = [sl.y + sl.h for lay in self.glyphs.layouts for sl in lay.chars + lay.separators]
+        sep_rows = self.separators.amax(dim=(0, 1, 3)).nonzero()  # separator shapes may pass their slots
+        if len(sep_rows):
+            ys.append(int(sep_rows.min()))
+            ye.append(int(sep_rows.max()) + 1)
         self.text_rows = (min(ys), max(ye))  # rows that can hold ink
+        self.separator_rows = self.separators[:, :, self.text_rows[0]:self.text_rows[1]].contiguous()  # (A, 1, h, W)
 
     def __call__(self, batch: TextBatch) -> PlateBatch:
         spec, dev = self.spec, self.device
@@ -115,7 +120,7 @@ class Renderer:
         """Fill img (b, 3, H, W) in place: background, band texts, then the text ink (its stroke
         weight changed by `stroke` (b,) px when given)."""
         y0, y1 = self.text_rows
-        ink = self._ink(pattern, gid)[:, :, y0:y1]  # (b, 1, h, W) coverage of the text rows
+        ink = self._ink(pattern, gid)  # (b, 1, h, W) coverage of the text rows
         if stroke is not None:
             ink = stroke_weight(ink, stroke)
         torch.index_select(self.backgrounds, 0, self.background_slots[style[:, 0]], out=img)
@@ -125,26 +130,27 @@ class Renderer:
         img[:, :, y0:y1].lerp_(tc, ink)
 
     def _ink(self, pattern: torch.Tensor, gid: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) glyph + separator coverage. Plates are grouped by pattern (one sort on
-        the CPU pattern ids) so every slot copy is a plain slice."""
+        """(B, 1, h, W) glyph + separator coverage of the text rows (`text_rows`; nothing outside
+        them is built). Plates are grouped by pattern (one sort on the CPU pattern ids) so every slot
+        copy is a plain slice."""
         B = gid.shape[0]
-        H, W = self.spec.canvas
+        y0, y1 = self.text_rows
         cells = self.glyphs.atlas[gid]  # (B, S, Hc, Wc)
         counts = torch.bincount(pattern, minlength=len(self.glyphs.layouts)).tolist()
         single = max(counts) == B
         if not single:
             order = to_device(torch.argsort(pattern, stable=True), gid.device)
             cells = cells[order]
-        ink = torch.zeros(B, 1, H, W, device=gid.device)
+        ink = torch.zeros(B, 1, y1 - y0, self.spec.canvas[1], device=gid.device)
         start = 0
         for a, n in enumerate(counts):
             if n == 0:
                 continue
             block = ink[start: start + n, 0]
             for s, sl in enumerate(self.glyphs.layouts[a].chars):
-                block[:, sl.y: sl.y + sl.h, sl.x: sl.x + sl.w] = cells[start: start + n, s, : sl.h, : sl.w]
+                block[:, sl.y - y0: sl.y - y0 + sl.h, sl.x: sl.x + sl.w] = cells[start: start + n, s, : sl.h, : sl.w]
             if self.glyphs.layouts[a].separators:
-                torch.maximum(ink[start: start + n], self.separators[a], out=ink[start: start + n])
+                torch.maximum(ink[start: start + n], self.separator_rows[a], out=ink[start: start + n])
             start += n
         if not single:
             ink = ink[torch.argsort(order)]
