@@ -42,7 +42,7 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
                  "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init",
-                 "text_weight", "reader_steps", "paired_weight")
+                 "text_weight", "reader_steps", "paired_weight", "paired_any_layout")
 _UNSET = object()
 
 
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paired-weight", type=float, default=0.0,
                     help="weight of the paired term: each real crop with a text also gets a clean render of that "
                          "text, aligned to it, and the generator learns outline(render) -> the crop (0 = off)")
+    ap.add_argument("--paired-any-layout", action="store_true",
+                    help="with --paired-weight: also pair crops whose text no pattern of the region's spec accepts, "
+                         "drawing it in a plain row of evenly spaced characters (vanity plates, other serials)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-percent", type=int, default=25, help="share of files (by name hash) held out")
     ap.add_argument("--min-per-group", type=int, default=128, help="repeat small regions up to this per epoch")
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                               min_per_group=args.min_per_group, render_weight=args.render_weight,
                               structure_weight=args.structure_weight, init=args.init,
                               text_weight=args.text_weight, reader_steps=args.reader_steps,
-                              paired_weight=args.paired_weight,
+                              paired_weight=args.paired_weight, paired_any_layout=args.paired_any_layout,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))
             trainer = Trainer(cfg, args.device, args.max_minutes, not args.no_progress)

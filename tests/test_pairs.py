@@ -1,6 +1,6 @@
 """Paired renders for the generator: alignment recovers a known warp, crops whose text no spec
-renders or whose fit is poor get no pair, and the trainer's paired term is logged and resumes
-exactly."""
+renders (unless drawn in a plain row) or whose fit is poor get no pair, and the trainer's paired
+term is logged and resumes exactly."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from fixtures import make_real
 
 from plateaug import render
 from plateaug.generator.checkpoint import load_checkpoint
+from plateaug.renderer.layout import layout_pattern
+from plateaug.renderer.spec_loader import load_region
+from plateaug.renderer.text import encode_texts
 from plateaug.train import main
-from plateaug.training.pairs import align, build_pairs, rectify
+from plateaug.training.pairs import align, build_pairs, free_spec, rectify
 from plateaug.training.realdata import RealGroup
 
 TEXTS = ["ABC1234", "XYZ9876", "KLM5555"]
@@ -74,6 +77,51 @@ def test_build_pairs_keeps_renderable_well_fitting_crops_only():
     assert build_pairs(RealGroup("xx", images[:1], ["a.jpg"], ["AB12"])) is None
 
 
+def test_free_spec_lays_any_text_out_in_one_row():
+    """free_spec adds one plain row per length: any of the region's Latin characters, evenly spaced,
+    narrowed so that long texts still fit; the labels are the texts themselves."""
+    us = load_region("us")
+    free = free_spec(us, {3, 6, 8, 10})
+    row = us.rows[0]
+    added = free.patterns[len(us.patterns):]
+    assert [len(p.tokens) for p in added] == [3, 6, 8, 10]
+    widths = {c.key: c.width_mm for c in free.classes[len(us.classes):]}
+    assert widths["free3"] == widths["free6"] == row.char_width_mm  # short texts keep the row's width
+    assert widths["free8"] < row.char_width_mm and widths["free10"] < widths["free8"]
+    for p in added:
+        slots = layout_pattern(free, p).chars  # fits the row (raises if not)
+        assert len(slots) == len(p.tokens) and len({s.w for s in slots}) <= 2  # equal cells (rounding)
+    texts = ["UNI", "KAA20C", "8BL89761", "ABCDEFGH12"]  # none of them a us pattern
+    batch = encode_texts(free, texts)
+    assert batch.texts == texts
+    plates = render(free, batch)
+    assert plates.images.shape == (4, 3, *us.canvas)
+    assert plates.lengths.tolist() == [3, 6, 8, 10]
+    with pytest.raises(ValueError):
+        encode_texts(us, ["UNI"])  # the shipped spec itself is unchanged
+
+
+def test_any_layout_pairs_texts_no_pattern_accepts():
+    """A crop whose text fits no br_old pattern gets a pair only with any_layout, drawn in a plain row."""
+    br = load_region("br_old")
+    odd = "AB12345"  # no br_old pattern
+    with pytest.raises(ValueError):
+        encode_texts(br, [odd])
+    plain = render(free_spec(br, {7}), [odd]).images.clamp(0, 1)
+    plates = torch.cat([render("br_old", TEXTS[:1]).images.clamp(0, 1), plain])
+    crops, _ = _photograph(plates, 0.06, [1.0, -1.0], [(0.02, 0.0), (0.0, -0.02)])
+    texts = [TEXTS[0], odd, "A B"]  # the space is no character of the region: never pairable
+    group = RealGroup("br", torch.cat([crops, crops[:1]]), ["a.jpg", "b.jpg", "c.jpg"], texts)
+    strict = build_pairs(group, seed=0)
+    assert strict.index.tolist() == [0, -1, -1] and strict.skipped_text == 2 and strict.free_layout == 0
+    loose = build_pairs(group, seed=0, any_layout=True)
+    assert loose.index.tolist() == [0, 1, -1] and loose.skipped_text == 1 and loose.free_layout == 1
+    assert torch.equal(loose.renders[0], strict.renders[0])  # pattern texts are drawn as before
+    own = (loose.reals - loose.renders).abs().mean(dim=(1, 2, 3))
+    swapped = (loose.reals - loose.renders.roll(1, 0)).abs().mean(dim=(1, 2, 3))
+    assert (own < swapped).all()
+
+
 TINY = ["--generator", "unet_xs", "--epochs", "1", "--batch-size", "4", "--min-per-group", "8",
         "--canvas", "br=32x96", "--canvas", "us=48x96", "--val-percent", "25", "--no-progress", "--threads", "1"]
 
@@ -106,3 +154,17 @@ def test_paired_weight_errors(tmp_path, capsys):
         f"br/br{i:02d}.{'png' if i % 2 else 'jpg'},br,,fixture\n" for i in range(10)))  # no texts
     assert main(["--real", str(real), "--out", str(tmp_path / "o2"), *TINY, "--paired-weight", "1"]) == 2
     assert "paired_weight needs training crops whose text" in capsys.readouterr().err
+
+
+def test_any_layout_option_is_fixed_by_the_run(tmp_path, capsys):
+    real = make_real(tmp_path / "real")
+    out = tmp_path / "o"
+    with pytest.warns(UserWarning):
+        assert main(["--real", str(real), "--out", str(out), *TINY, "--paired-weight", "50", "--paired-any-layout",
+                     "--max-minutes", "0"]) == 0
+    assert load_checkpoint(out / "last.pt")["config"]["paired_any_layout"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(p["plain_row"] == 0 for p in summary["pairs"].values())  # every fixture text fits a pattern
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(out), "--paired-any-layout", "--no-progress"])
+    assert exc.value.code == 2 and "--paired-any-layout cannot be changed" in capsys.readouterr().err

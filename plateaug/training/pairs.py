@@ -7,12 +7,13 @@ Alignment: an affine map from the real crop's frame to the render's is fitted pe
 gradient ascent on the normalised cross-correlation of their blurred outlines (coarse to fine),
 starting from the crop's known margin; the real crop is then resampled into the render's frame,
 so input and target share the render's geometry. Crops whose text no pattern of the region's
-spec accepts, or whose fit stays poor, get no pair.
+spec accepts get no pair, unless `any_layout` draws them in a plain row of their own (`free_spec`);
+crops whose fit stays poor get none either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kornia
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from ..models.contract import colour_hint
 from ..renderer.draw import render
 from ..renderer.outline import outline
+from ..renderer.spec import CharClass, Pattern, RegionSpec
 from ..renderer.spec_loader import load_region
 from ..renderer.text import encode_texts, grammar
 from .realdata import RealGroup
@@ -36,6 +38,7 @@ MIN_SCORE = 0.25  # normalised cross-correlation of the fitted outlines below wh
 # How far the fit may move from its start: scale (log), shift (fraction of the half-frame),
 # rotation (degrees) and shear; a plate tilted or shifted further than this in its crop gets no pair.
 LIMITS = torch.tensor([0.15, 0.15, 0.25, 0.25, 8.0, 0.15])
+FREE_KEY = "free"  # class keys of free_spec's rows: "free<n>"
 SHIFTS = torch.linspace(-0.12, 0.12, 9)  # horizontal starts tried first: characters repeat, so a
 # fit started one character off would stay there
 
@@ -51,6 +54,7 @@ class Pairs:
     index: torch.Tensor
     score: torch.Tensor
     skipped_text: int  # crops whose text the region's spec cannot render
+    free_layout: int = 0  # pairs whose render is a plain row (any_layout), not one of the spec's patterns
 
     def of(self, crops: torch.Tensor) -> torch.Tensor:
         """Pair numbers of the given crop indices that have a pair: (k,) int64."""
@@ -147,32 +151,70 @@ def rectify(reals: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> 
     return F.grid_sample(reals, grid, padding_mode="border", align_corners=False).clamp(0, 1)
 
 
-def build_pairs(group: RealGroup, seed: int = 0, min_score: float = MIN_SCORE) -> Pairs | None:
+def free_spec(spec: RegionSpec, lengths: set[int]) -> RegionSpec:
+    """`spec` with one more pattern per text length n: n characters in its first row, evenly spaced
+    and centred, each as wide as the row allows (at most its char width), any character drawn by
+    the typefaces of the class holding "A" (or the first class). For texts no pattern accepts
+    (vanity plates, other states' or countries' serials): a render of the same characters still
+    aligns with the crop, the fit absorbing the layout's scale and shift. Lengths whose characters
+    would be under 2 px wide are left out."""
+    row, classes = spec.rows[0], spec.classes
+    base = next((c for c in classes if "A" in c.chars), classes[0])
+    chars = "".join(sorted({ch for c in classes if c.fonts == base.fonts for ch in c.chars}))
+    room, px_per_mm = row.x1_mm - row.x0_mm, spec.canvas[1] / spec.size_mm[0]
+    extra_classes, extra_patterns = [], []
+    for n in sorted(lengths):
+        width = min(row.char_width_mm, (room - row.gap_mm * (n - 1)) / n)
+        if n < 1 or width * px_per_mm < 2:
+            continue
+        key = f"{FREE_KEY}{n}"
+        extra_classes.append(CharClass(key, chars, base.font, base.fit, width, base.fonts))
+        extra_patterns.append(Pattern((key,) * n, 1.0))
+    return replace(spec, classes=classes + tuple(extra_classes), patterns=spec.patterns + tuple(extra_patterns))
+
+
+def _renderable(spec: RegionSpec, text: str) -> bool:
+    try:
+        encode_texts(spec, [text])
+    except ValueError:
+        return False
+    return True
+
+
+def build_pairs(group: RealGroup, seed: int = 0, min_score: float = MIN_SCORE,
+                any_layout: bool = False) -> Pairs | None:
     """Render each crop's text with the spec standing for its region (a random typeface and
-    colour per crop, from `seed`), align, and keep the pairs that fit. None if no spec stands
-    for the region."""
+    colour per crop, from `seed`), align, and keep the pairs that fit. With `any_layout`, texts no
+    pattern accepts are drawn in a plain row (`free_spec`). None if no spec stands for the region."""
     spec_name = RENDER_SPECS.get(group.region)
     if spec_name is None:
         return None
     spec = load_region(spec_name)
     g = torch.Generator().manual_seed(seed)
     sizes = grammar(spec).style_sizes
-    keep, texts = [], []
-    for i, text in enumerate(group.texts):
-        try:
-            encode_texts(spec, [text])
-        except ValueError:
-            continue
-        keep.append(i)
-        texts.append(text)
+    matched = [_renderable(spec, t) for t in group.texts]
+    free = None
+    if any_layout:
+        free = free_spec(spec, {len(t) for t, m in zip(group.texts, matched) if not m})
+        drawable = set(free.charset)
+        free_ok = [not m and bool(t) and set(t) <= drawable and _renderable(free, t)
+                   for t, m in zip(group.texts, matched)]
+    else:
+        free_ok = [False] * len(group.texts)
+    keep = [i for i in range(len(group.texts)) if matched[i] or free_ok[i]]
+    texts = [group.texts[i] for i in keep]
     H, W = spec.canvas
     index = torch.full((len(group.texts),), -1, dtype=torch.int64)
     empty = torch.zeros(0, 3, H, W)
     if not keep:
         return Pairs(group.region, empty, empty, index, torch.zeros(0), len(group.texts))
-    style = torch.stack([torch.randint(0, int(n), (len(texts),), generator=g) for n in sizes], dim=1) \
-        if len(sizes) else None
-    renders = render(spec, encode_texts(spec, texts, style=style)).images.clamp(0, 1)  # (K, 3, H, W)
+    renders = torch.empty(len(keep), 3, H, W)  # (K, 3, H, W)
+    for which, sp in ((matched, spec), (free_ok, free)):  # styles drawn for the pattern texts first, as without
+        rows = [k for k, i in enumerate(keep) if which[i]]  # any_layout, so those pairs do not change
+        if rows:
+            style = torch.stack([torch.randint(0, int(n), (len(rows),), generator=g) for n in sizes], dim=1) \
+                if len(sizes) else None
+            renders[rows] = render(sp, encode_texts(sp, [texts[k] for k in rows], style=style)).images.clamp(0, 1)
     reals = group.images[keep]  # (K, 3, h, w)
     fits = [align(r, x, MARGINS.get(group.region, 0.0)) for r, x in zip(renders.split(CHUNK), reals.split(CHUNK))]
     theta, score = torch.cat([t for t, _ in fits]), torch.cat([c for _, c in fits])
@@ -182,4 +224,4 @@ def build_pairs(group: RealGroup, seed: int = 0, min_score: float = MIN_SCORE) -
     chosen = torch.tensor(keep)[good]
     index[chosen] = torch.arange(len(chosen))
     return Pairs(group.region, renders[good], rectify(reals[good], theta[good], (H, W)), index, score[good],
-                 len(group.texts) - len(keep))
+                 len(group.texts) - len(keep), sum(free_ok[i] for i in chosen.tolist()))

@@ -57,6 +57,7 @@ class TrainConfig:
     text_weight: float = 0.0  # with render_weight: CTC loss of a frozen reader on translated renders (0 = off)
     reader_steps: int = 1000  # training steps of each frozen reader (text_reader.py), once per run
     paired_weight: float = 0.0  # L1 on pairs (training/pairs.py): outline(render of a real crop's text) -> the crop
+    paired_any_layout: bool = False  # pairs also for texts no pattern accepts, drawn in a plain row (pairs.free_spec)
 
 
 def _seed(*parts: int) -> int:
@@ -125,7 +126,7 @@ class Trainer:
         self.pairs: dict[str, Pairs] = {}  # region -> paired renders of its training crops (deterministic)
         if cfg.paired_weight > 0:
             for region, grp in sorted(self.data.train.items()):
-                pairs = build_pairs(grp, seed=_seed(cfg.seed, 4271) % 2**31)
+                pairs = build_pairs(grp, seed=_seed(cfg.seed, 4271) % 2**31, any_layout=cfg.paired_any_layout)
                 if pairs is not None and len(pairs.renders):
                     self.pairs[region] = pairs
             if not self.pairs:
@@ -375,7 +376,8 @@ class Trainer:
             "skipped": len(self.data.skipped), "skipped_files": self.data.skipped,
             "generator": {"name": cfg.generator, "parameters": n_params(self.G)},
             **({"text_reader_accuracy": self.reader_accuracy} if self.reader_accuracy else {}),
-            **({"pairs": {k: {"pairs": len(p.renders), "crops": len(p.index), "text_not_renderable": p.skipped_text,
+            **({"pairs": {k: {"pairs": len(p.renders), "crops": len(p.index),
+                              "text_not_renderable": p.skipped_text, "plain_row": p.free_layout,
                               "fit_mean": round(p.score.mean().item(), 3)} for k, p in self.pairs.items()}}
                if self.pairs else {}),
         }
