@@ -6,9 +6,10 @@ trims its heap whenever more than twice that threshold lies free at its top. Eac
 CPU pipeline allocates and frees megabytes of intermediates per chunk (outline planes, stroke
 steps, augmentation buffers), so glibc returns them to the kernel and the next chunk faults them
 in again, 4 KiB at a time. `tune_malloc` raises the mmap threshold to its maximum and keeps up to
-`keep_mib` of freed memory, which is what jemalloc and tcmalloc do by default: on a 2-core Xeon
-render + outline of 512 eu_de plates ran 1.3-1.4x faster with it
-(benchmarks/results/malloc_ab_xeon.txt).
+`keep_mib` of freed memory, which is what jemalloc and tcmalloc do by default. On a 2-core Xeon,
+fresh processes alternating with and without it (benchmarks/malloc_ab.py, 5 rounds): the stream end
+to end 1.45x faster (median; 1.07-1.52x per round), render + outline at B=512 1.12-1.27x
+(benchmarks/results/malloc_xeon/malloc_ab.txt).
 
 It changes the whole process: a CPU PlateGANStream applies it when it starts iterating (the
 state glibc's own dynamic thresholds drift towards, reached from the first batch, with 256 MiB
