@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from plateaug.allocator import tune_malloc
+from plateaug import tune_malloc
 
 
 def sync(device: str) -> None:

@@ -2,7 +2,6 @@
 pix2pix GAN on the device, as a drop-in torch IterableDataset."""
 
 from ._version import __version__
-from .allocator import tune_malloc
 from .generator.backends import GeneratorOutputError
 from .generator.onnx_export import ExportReport, ExportVerificationError, export_onnx
 from .generator.onnx_runtime import OnnxGenerator
@@ -13,6 +12,7 @@ from .renderer.outline import Outline, outline
 from .renderer.spec import RegionSpec, RegionSpecError
 from .renderer.spec_loader import builtin_regions, load_region
 from .renderer.text import TextBatch, encode_texts, sample_text
+from .stream.allocator import tune_malloc
 from .stream.collate import collate, ctc_targets
 from .stream.dataset import PlateGANStream
 from .stream.framing import Framing

@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-from plateaug import PlateGANStream, allocator, tune_malloc
+from plateaug import PlateGANStream, tune_malloc
+from plateaug.stream import allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 

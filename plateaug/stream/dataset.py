@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from .. import allocator
 from ..generator.backends import (
     GENERATOR_NAMES,
     Backend,
@@ -30,7 +29,7 @@ from ..renderer.draw import render
 from ..renderer.spec import RegionSpec
 from ..renderer.spec_loader import builtin_regions, load_region
 from ..renderer.text import sample_text
-from . import seeding
+from . import allocator, seeding
 from .augment import augment as apply_augment
 from .augment import corners_to_boxes, device_preset, inside_plates, resolve
 from .collate import wrap_boxes
