@@ -15,27 +15,14 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json  # noqa: E402
+from common import machine, median_seconds, write_json  # noqa: E402
 
 ARMS = ("system", "tuned")
-
-
-def _rate(fn, n: int, warmup: int, repeats: int) -> float:
-    """Items per second of fn() (n items per call): median of `repeats` timed calls after `warmup`."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
 
 
 def arm(name: str, regions: list[str], stream_batch: int) -> dict:
@@ -48,9 +35,10 @@ def arm(name: str, regions: list[str], stream_batch: int) -> dict:
     out: dict = {"arm": name}
     for region in regions:
         g = torch.Generator().manual_seed(0)
-        out[region] = _rate(lambda r=region, g=g: outline(render(r, sample_text(r, 512, g)).images), 512, 2, 6)
+        step = lambda r=region, g=g: outline(render(r, sample_text(r, 512, g)).images)  # noqa: E731
+        out[region] = 512 / median_seconds(step, repeats=6, warmup=2)
     it = iter(PlateGANStream(regions="cn_blue", batch_size=stream_batch, seed=0))
-    out["stream"] = _rate(lambda: next(it), stream_batch, 8, 5)
+    out["stream"] = stream_batch / median_seconds(lambda: next(it), repeats=5, warmup=8)
     return out
 
 
