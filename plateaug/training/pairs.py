@@ -193,14 +193,8 @@ def build_pairs(group: RealGroup, seed: int = 0, min_score: float = MIN_SCORE,
     g = torch.Generator().manual_seed(seed)
     sizes = grammar(spec).style_sizes
     matched = [_renderable(spec, t) for t in group.texts]
-    free = None
-    if any_layout:
-        free = free_spec(spec, {len(t) for t, m in zip(group.texts, matched) if not m})
-        drawable = set(free.charset)
-        free_ok = [not m and bool(t) and set(t) <= drawable and _renderable(free, t)
-                   for t, m in zip(group.texts, matched)]
-    else:
-        free_ok = [False] * len(group.texts)
+    free = free_spec(spec, {len(t) for t, m in zip(group.texts, matched) if not m}) if any_layout else None
+    free_ok = [free is not None and not m and _renderable(free, t) for t, m in zip(group.texts, matched)]
     keep = [i for i in range(len(group.texts)) if matched[i] or free_ok[i]]
     texts = [group.texts[i] for i in keep]
     H, W = spec.canvas
