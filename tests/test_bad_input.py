@@ -105,7 +105,7 @@ SPEC_CASES = [
     ("band texts a string", band(RECT + '\ntexts = "TEXAS"'), "bands[0].texts", "expected list"),
     ("band texts numbers", band(RECT + "\ntexts = [1, 2]"), "bands[0].texts", "list of strings"),
     ("band emblem a number", band(RECT + "\nemblem = 3"), "bands[0].emblem", "expected str"),
-    ("band emblem unknown", band(RECT + '\nemblem = "stars"'), "bands[0].emblem", "eu_stars"),
+    ("band emblem unknown", band(RECT + '\nemblem = "stars"'), "bands[0].emblem", "('eu_stars', 'sk_arms')"),
     ("band colour a name", band(RECT + '\ncolor = "blue"'), "bands[0].color", "colour"),
     ("band font unknown", band(RECT + '\nfont = "Nope"'), "bands[0].font", "not found"),
     ("patterns are numbers", top("patterns = [7]", remove=PATTERN_BLOCK), "patterns[0]",

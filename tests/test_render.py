@@ -157,3 +157,31 @@ def test_every_typeface_of_every_region_draws_its_characters(region):
     for i in range(len(drawn)):
         for j in range(i + 1, len(drawn)):
             assert (drawn[i] - drawn[j]).abs().amax() > 0.5, f"{region}: typefaces {i} and {j} draw the same plates"
+
+
+def test_slovak_arms_emblem_is_drawn_left_of_the_characters():
+    """eu_sk_old: a red shield with a white cross and blue hills over "SK" in the band, every
+    character to its right (a recogniser must learn that the arms are not a character)."""
+    spec = load_region("eu_sk_old")
+    plates = render(spec, encode_texts(spec, ["RK-755AJ", "BA738DE"]))
+    H, W = spec.canvas
+    band_right = round(42 / spec.size_mm[0] * W)  # the band ends at 6 + 36 mm
+    for b in range(2):
+        img = plates.images[b]  # (3, H, W)
+        r, g, bl = img
+        band = (slice(0, H), slice(0, band_right))
+        red = (r > 0.7) & (g < 0.35) & (bl < 0.35)
+        blue = (bl > 0.45) & (r < 0.3) & (g < 0.55)
+        white = (img.amin(0) > 0.85)
+        ys, xs = red.nonzero(as_tuple=True)
+        assert len(ys) >= 20 and xs.max() < band_right, "no red shield in the band"
+        assert ys.max() < H * 0.55, "the shield belongs in the upper part of the band"
+        shield = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+        assert white[shield].sum() >= 4, "no white double cross on the shield"
+        assert blue[band].sum() >= 4, "no blue hills"
+        assert not red[:, band_right:].any() and not blue[:, band_right:].any(), "arms colours outside the band"
+        dark = img.amax(0) < 0.3  # "SK" under the arms
+        assert dark[int(H * 0.55):H - 3, 3:band_right].sum() >= 10, "no SK under the arms"
+        n = int(plates.lengths[b])
+        assert (plates.char_boxes[b, :n, 0] >= band_right).all(), "a character box over the arms"
+

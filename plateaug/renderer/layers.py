@@ -70,6 +70,36 @@ def _eu_stars(cv: _Canvas, rect: tuple[float, float, float, float]) -> np.ndarra
     return cv.down(m)
 
 
+def _sk_arms(cv: _Canvas, rect: tuple[float, float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Slovak coat of arms in the upper part of the band: a red shield, a white double cross on blue
+    hills. (coverage (H, W), colour (3,)) layers, bottom first."""
+    x0, y0, x1, y1 = cv.box(rect)
+    w = (x1 - x0) * 0.62
+    h = min(w * 1.2, (y1 - y0) * 0.55)
+    cx, top = (x0 + x1) / 2, y0 + (y1 - y0) * 0.06
+    left, right = cx - w / 2, cx + w / 2
+    # straight top and sides down to 55 %, then two curves meeting at the bottom point
+    curve = [(cx + side * (w / 2) * math.cos(a), top + 0.55 * h + 0.45 * h * math.sin(a))
+             for side in (1, -1) for a in np.linspace(0, math.pi / 2, 8)[:: side]]
+    shield = cv.mask()
+    ImageDraw.Draw(shield).polygon([(left, top), (right, top), *curve[:8], *curve[8:], (left, top + 0.55 * h)],
+                                   fill=255)
+    hills = cv.mask()
+    d = ImageDraw.Draw(hills)
+    for dx, r in ((0.0, 0.26), (-0.3, 0.2), (0.3, 0.2)):  # three hills, the middle one highest
+        px, py = cx + dx * w, top + (1.0 if dx else 0.93) * h
+        d.ellipse((px - r * w, py - r * w, px + r * w, py + r * w), fill=255)
+    cross = cv.mask()
+    d = ImageDraw.Draw(cross)
+    bar = 0.11 * w
+    d.rectangle((cx - bar / 2, top + 0.14 * h, cx + bar / 2, top + 0.75 * h), fill=255)
+    for y, half in ((0.3, 0.22), (0.47, 0.3)):  # the double cross: shorter upper, longer lower arm
+        d.rectangle((cx - half * w, top + y * h - bar / 2, cx + half * w, top + y * h + bar / 2), fill=255)
+    shield_cov = cv.down(shield)
+    return [(shield_cov, rgb("#ee1c25")), (cv.down(hills) * shield_cov, rgb("#0b4ea2")),
+            (cv.down(cross) * shield_cov, rgb("#ffffff"))]
+
+
 def _over(img: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> None:
     """In place: img (3, H, W) <- colour over img with coverage alpha (H, W)."""
     img *= 1 - alpha[None]
@@ -116,6 +146,8 @@ def _finishing_layers(spec: RegionSpec, cv: _Canvas) -> list[tuple[np.ndarray, n
             out.append((cv.down(m), rgb(band.color)))
         if band.emblem == "eu_stars":
             out.append((_eu_stars(cv, band.rect_mm), rgb("#ffcc00")))
+        elif band.emblem == "sk_arms":
+            out += _sk_arms(cv, band.rect_mm)
         if len(band.texts) == 1:
             out.append((_text_mask(cv, band, band.texts[0]), rgb(band.text_color)))
     if spec.border_color and spec.border_mm > 0:

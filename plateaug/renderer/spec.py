@@ -16,6 +16,7 @@ FONTS_DIR = Path(__file__).parent / "fonts"
 CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
 FIT_MODES = ("height", "stretch")
 SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space")
+EMBLEMS = ("eu_stars", "sk_arms")  # what a band's emblem may draw
 
 
 class RegionSpecError(ValueError):
@@ -82,7 +83,7 @@ class Band:
     text_color: str
     text_rect_mm: tuple[float, float, float, float]
     font: Path
-    emblem: str | None  # "eu_stars" or None
+    emblem: str | None  # one of EMBLEMS or None
 
 
 @dataclass(frozen=True)

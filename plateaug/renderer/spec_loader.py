@@ -18,6 +18,7 @@ from .graphics import SHAPES
 from .layout import layout_pattern
 from .spec import (
     CANVAS_MULTIPLE,
+    EMBLEMS,
     FIT_MODES,
     FONTS_DIR,
     REGIONS_DIR,
@@ -441,8 +442,8 @@ class _Parser:
             text_rect = self.numbers(b, "text_rect_mm", where, 4, rect)
             _check_rect(self, text_rect, size, f"{where}.text_rect_mm")
             emblem = self.get(b, "emblem", where, str, None)
-            if emblem not in (None, "eu_stars"):
-                raise self.fail(f"{where}.emblem", f"expected 'eu_stars', got {emblem!r}")
+            if emblem not in (None, *EMBLEMS):
+                raise self.fail(f"{where}.emblem", f"expected one of {EMBLEMS}, got {emblem!r}")
             out.append(Band(rect_mm=rect, color=color, texts=tuple(texts),
                             text_color=self.color(b.get("text_color", "#000000"), f"{where}.text_color"),
                             text_rect_mm=text_rect, font=font, emblem=emblem))
