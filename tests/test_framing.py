@@ -132,3 +132,24 @@ def test_framing_from_a_config_dict():
         resolve_framing({"margins": 0.1})
     with pytest.raises(ValueError, match="margin_x"):
         resolve_framing({"margin_x": [0.3, 0.1]})
+
+
+def test_fine_noise_is_a_fresh_grey_gaussian_field_per_image():
+    """add_fine_noise (the surroundings' fine noise): per image one grey N(0, std^2) field added in
+    place, the same for the same generator seed, different between images and between seeds."""
+    from plateaug.stream.scene import add_fine_noise
+
+    def noise(seed: int) -> torch.Tensor:
+        img = torch.full((6, 3, 32, 64), 0.5)
+        out = add_fine_noise(img, 0.1, torch.Generator().manual_seed(seed))
+        assert out is img
+        return (img - 0.5) / 0.1  # (6, 3, 32, 64) standard normal draws
+
+    z = noise(0)
+    assert torch.equal(z, noise(0)) and not torch.equal(z, noise(1))
+    assert torch.equal(z[:, 0], z[:, 1]) and torch.equal(z[:, 0], z[:, 2])  # grey
+    per_image = z[:, 0].flatten(1)  # (6, 2048)
+    assert per_image.mean(1).abs().max() < 0.15 and ((per_image.std(1) - 1).abs() < 0.1).all()
+    assert (per_image.abs() > 2).float().mean(1).min() > 0.02  # Gaussian tails, not uniform ones
+    corr = torch.corrcoef(per_image)
+    assert (corr - torch.eye(6)).abs().max() < 0.15, "two images share their noise"

@@ -119,6 +119,31 @@ def test_torch_generator_bf16(model: nn.Module) -> None:
         TorchGenerator(copy.deepcopy(model), dtype=torch.int8)
 
 
+def test_split_head_computes_the_unet_head(model: nn.Module) -> None:
+    """SplitHead (the reduced-precision copy's head): sigmoid(conv_h(h) + conv_x(xs)) with doubled,
+    zero-padded weights equals tanh(head(cat([h, xs]))) / 2 + 1/2 in float32; a UNetGenerator's bf16
+    copy uses it, any other module runs as it is; a split outside the head's input is refused."""
+    from plateaug.generator.torch_generator import SplitHead
+
+    x = torch.rand(2, 4, 64, 192, generator=torch.Generator().manual_seed(3))
+    head = SplitHead(model.head, model.config["head_ch"])
+    assert head.conv_h.out_channels == 4 and head.out_ch == 3
+    with torch.no_grad():
+        ref = model(x)  # (2, 3, 64, 192)
+        out = head(*model.trunk(x))
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert (out - ref).abs().max() <= 1e-5
+    assert TorchGenerator(copy.deepcopy(model), dtype=torch.bfloat16).split_head is not None
+    assert TorchGenerator(copy.deepcopy(model)).split_head is None  # float32: the checkpoint as trained
+    other = nn.Sequential(nn.Conv2d(4, 3, 3, 1, 1), nn.Sigmoid())
+    plain = TorchGenerator(other, dtype=torch.bfloat16)
+    assert plain.split_head is None
+    with torch.no_grad():
+        assert plain(x).shape == (2, 3, 64, 192)
+    with pytest.raises(ValueError, match="split must be in"):
+        SplitHead(model.head, 16)
+
+
 @pytest.mark.cuda
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

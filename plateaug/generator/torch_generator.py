@@ -46,6 +46,42 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+class SplitHead(nn.Module):
+    """A UNetGenerator head for inference: tanh(conv(cat([h, xs]))) * 0.5 + 0.5 computed as
+    sigmoid(conv_h(h) + conv_x(xs)) with the weights doubled (tanh(y) / 2 + 1/2 = sigmoid(2y)) and the
+    output channels padded with zero filters to `pad_to`. The same function up to rounding, without
+    the full-resolution concatenation copy and with one activation pass instead of three; oneDNN's
+    bf16 convolution is also faster with 4 output channels than with 3 (per 32 plates at 64x208 on
+    AVX-512 BF16: 4.5 ms instead of 9.3 ms for cat + convolution)."""
+
+    def __init__(self, head: nn.Conv2d, split: int, pad_to: int = 4):
+        super().__init__()
+        out_ch, in_ch = head.weight.shape[:2]
+        if not 0 < split < in_ch:
+            raise ValueError(f"split must be in (0, {in_ch}), got {split}")
+        self.out_ch = out_ch
+        pad = max(pad_to, out_ch)
+        self.conv_h = nn.Conv2d(split, pad, head.kernel_size, head.stride, head.padding)
+        self.conv_x = nn.Conv2d(in_ch - split, pad, head.kernel_size, head.stride, head.padding, bias=False)
+        with torch.no_grad():
+            w = head.weight.detach() * 2  # (out_ch, in_ch, k, k); doubling is exact in every float format
+            for conv in (self.conv_h, self.conv_x):
+                conv.weight.zero_()
+            self.conv_h.weight[:out_ch] = w[:, :split]
+            self.conv_x.weight[:out_ch] = w[:, split:]
+            self.conv_h.bias.zero_()
+            if head.bias is not None:
+                self.conv_h.bias[:out_ch] = head.bias.detach() * 2
+
+    def forward(self, h: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """h (B, split, H, W), xs (B, in_ch - split, H, W) -> (B, out_ch, H, W) float32 in [0, 1],
+        contiguous. The sigmoid runs on the float32 copy the caller needs anyway (on a channel slice
+        of a channels-last tensor it takes a slow strided path)."""
+        y = self.conv_h(h).add_(self.conv_x(xs))[:, : self.out_ch]  # (B, out_ch, H, W), a channel slice
+        out = torch.empty(y.shape, dtype=torch.float32, device=y.device)  # contiguous, whatever y's layout
+        return out.copy_(y).sigmoid_()
+
+
 class TorchGenerator(nn.Module):
     """Backend protocol shared with OnnxGenerator: `forward(condition)` maps the contract input
     (B, 4, H, W) in [0, 1] to RGB (B, 3, H, W) in [0, 1]; `translate(images)` builds the
@@ -54,7 +90,8 @@ class TorchGenerator(nn.Module):
     `dtype`: the precision the network runs in. float32 (default) is the checkpoint as trained;
     bfloat16 (or float16, GPU only) is for inference: an eval copy with BatchNorm folded into the
     convolutions, weights in that dtype, channels-last layout (oneDNN's bf16 kernels on AMX or
-    AVX-512 BF16 CPUs); inputs and outputs stay float32 either way."""
+    AVX-512 BF16 CPUs; a UNetGenerator's head split by SplitHead); inputs and outputs stay float32
+    either way."""
 
     def __init__(self, checkpoint: str | Path | dict | UNetGenerator, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32):
@@ -66,8 +103,12 @@ class TorchGenerator(nn.Module):
         self.dtype = dtype
         self.model = checkpoint if isinstance(checkpoint, nn.Module) else generator_from_checkpoint(checkpoint)
         self.model.to(device).eval()
+        self.split_head: SplitHead | None = None
         if dtype != torch.float32:  # an inference copy: the caller's module is left as it is
             self.model = fold_batchnorm(copy.deepcopy(self.model)).to(dtype=dtype, memory_format=torch.channels_last)
+            if isinstance(self.model, UNetGenerator):
+                head = SplitHead(self.model.head, self.model.config["head_ch"])
+                self.split_head = head.to(self.device, dtype=dtype, memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +120,9 @@ class TorchGenerator(nn.Module):
         if self.dtype == torch.float32:
             return self.model(condition)
         x = condition.to(self.dtype).contiguous(memory_format=torch.channels_last)  # (B, 4, H, W)
-        return self.model(x).float().contiguous()  # (B, 3, H, W) float32 in [0, 1]
+        if self.split_head is not None:
+            return self.split_head(*self.model.trunk(x))  # (B, 3, H, W) float32 in [0, 1]
+        return self.model(x).to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
     def translate(self, images: torch.Tensor) -> torch.Tensor:
         """Clean renders (B, 3, H, W) in [0, 1] -> photographed-looking plates, same shape."""

@@ -54,9 +54,12 @@ class UNetGenerator(nn.Module):
         self.last_up = _up(2 * chs[0] if depth > 1 else chs[0], head_ch)
         self.head = nn.Conv2d(head_ch + in_ch, out_ch, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything before the head: x (B, 4, H, W) in [0, 1] -> (decoder features (B, head_ch, H, W),
+        x in [-1, 1]), the two inputs of the head (TorchGenerator's inference copy splits the head)."""
+        xs = x * 2 - 1  # [0, 1] -> [-1, 1]
         skips = []
-        h = x * 2 - 1  # [0, 1] -> [-1, 1]
+        h = xs
         for down in self.downs:
             h = down(h)
             skips.append(h)
@@ -67,6 +70,8 @@ class UNetGenerator(nn.Module):
             h = up(h)
         if len(self.downs) > 1:
             h = torch.cat([h, skips[0]], 1)
-        h = self.last_up(h)
-        h = self.head(torch.cat([h, x * 2 - 1], 1))
-        return torch.tanh(h) * 0.5 + 0.5
+        return self.last_up(h), xs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, xs = self.trunk(x)
+        return torch.tanh(self.head(torch.cat([h, xs], 1))) * 0.5 + 0.5

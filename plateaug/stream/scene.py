@@ -42,6 +42,32 @@ def smooth_field(coarse: torch.Tensor, size: tuple[int, int], mode: str) -> torc
     return torch.matmul(_upsample_matrix(h, H, mode, dev), rows).view(n, c, H, W)
 
 
+NOISE_BANK = 1 << 22  # Gaussian values in the CPU fine-noise bank (16 MiB)
+NOISE_BANK_SEED = 7919
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> torch.Tensor:
+    """(NOISE_BANK,) float32 standard normal values, drawn once per process from a fixed seed."""
+    return torch.randn(NOISE_BANK, generator=torch.Generator().manual_seed(NOISE_BANK_SEED))
+
+
+def add_fine_noise(img: torch.Tensor, std: float, g: torch.Generator) -> torch.Tensor:
+    """In place: img (n, C, H, W) += std * one grey N(0, 1) field per image, drawn from g.
+    On a CUDA generator the field is drawn there (randn). On the CPU each image takes a window at a
+    random offset (from g) of a fixed bank of Gaussian values: within an image the values are i.i.d.
+    standard normal as before, and the draw costs n offsets instead of n * H * W values (the CPU
+    generator makes ~150 M values/s: 2 M per batch of 128 crops at 64x256 were 14 ms, 5 % of the
+    stream's time per batch)."""
+    n, _, H, W = img.shape
+    if g.device.type != "cpu" or H * W > NOISE_BANK // 4:
+        return img.add_(torch.randn(n, 1, H, W, generator=g, device=g.device), alpha=std)
+    bank = _noise_bank()
+    for i, start in enumerate(torch.randint(0, NOISE_BANK - H * W + 1, (n,), generator=g).tolist()):
+        img[i].add_(bank[start: start + H * W].view(1, H, W), alpha=std)
+    return img
+
+
 def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
     """(n, 3, H, W) street-like clutter: smooth colour fields, blocks and fine noise, in [0, 1],
     drawn on g's device (a CUDA generator draws them on the GPU; a CPU one as before).
@@ -67,8 +93,7 @@ def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) ->
         in_y = ((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + bh[:, None])).float()  # (n, H)
         weight = (in_y[:, :, None] * in_x[:, None, :]).mul_(0.8)[:, None]  # (n, 1, H, W): 0.8 in the block
         img.lerp_(col[:, :, None, None].expand_as(img), weight)
-    img.add_(torch.randn(n, 1, H, W, generator=g, device=dev), alpha=0.02)
-    return img.clamp_(0, 1)
+    return add_fine_noise(img, 0.02, g).clamp_(0, 1)
 
 
 class FolderBackgrounds:
