@@ -57,7 +57,7 @@ def add_fine_noise(img: torch.Tensor, std: float, g: torch.Generator) -> torch.T
     On a CUDA generator the field is drawn there (randn). On the CPU each image takes a window at a
     random offset (from g) of a fixed bank of Gaussian values: within an image the values are i.i.d.
     standard normal as before, and the draw costs n offsets instead of n * H * W values (the CPU
-    generator makes ~150 M values/s: 2 M per batch of 128 crops at 64x256 were 12-14 ms, 5 % of the
+    generator makes 100-170 M values/s: 2 M per batch of 128 crops at 64x256 were 12-20 ms, ~5 % of the
     stream's time per batch; the windows are 3 ms)."""
     n, _, H, W = img.shape
     if g.device.type != "cpu" or H * W > NOISE_BANK // 4:
