@@ -51,8 +51,8 @@ class SplitHead(nn.Module):
     sigmoid(conv_h(h) + conv_x(xs)) with the weights doubled (tanh(y) / 2 + 1/2 = sigmoid(2y)) and the
     output channels padded with zero filters to `pad_to`. The same function up to rounding, without
     the full-resolution concatenation copy and with one activation pass instead of three; oneDNN's
-    bf16 convolution is also faster with 4 output channels than with 3 (per 32 plates at 64x208 on
-    AVX-512 BF16: 4.5 ms instead of 9.3 ms for cat + convolution)."""
+    bf16 convolution is also faster with 4 output channels than with 3 (per 32 plates at 64x208 on the
+    project's 2-core Intel Xeon: 4.5 ms instead of 9.3 ms for cat + convolution)."""
 
     def __init__(self, head: nn.Conv2d, split: int, pad_to: int = 4):
         super().__init__()

@@ -82,7 +82,7 @@ def _sk_arms(cv: _Canvas, rect: tuple[float, float, float, float]) -> list[tuple
     curve = [(cx + side * (w / 2) * math.cos(a), top + 0.55 * h + 0.45 * h * math.sin(a))
              for side in (1, -1) for a in np.linspace(0, math.pi / 2, 8)[:: side]]
     shield = cv.mask()
-    ImageDraw.Draw(shield).polygon([(left, top), (right, top), *curve[:8], *curve[8:], (left, top + 0.55 * h)],
+    ImageDraw.Draw(shield).polygon([(left, top), (right, top), *curve, (left, top + 0.55 * h)],
                                    fill=255)
     hills = cv.mask()
     d = ImageDraw.Draw(hills)
