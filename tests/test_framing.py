@@ -77,6 +77,17 @@ def test_low_resolution_keeps_geometry_and_changes_pixels():
     assert torch.equal(out, plates)
 
 
+def test_low_resolution_in_place_equals_the_copy():
+    """frame() lowers the resolution of its fresh crops in place: the same pixels as on a copy, and
+    the default leaves its input alone."""
+    plates = torch.rand(16, 3, 64, 256, generator=torch.Generator().manual_seed(2))
+    before = plates.clone()
+    copied = low_resolution(plates, Framing(p_low_res=0.6), torch.Generator().manual_seed(5))
+    assert torch.equal(plates, before) and not torch.equal(copied, plates)
+    same = low_resolution(plates, Framing(p_low_res=0.6), torch.Generator().manual_seed(5), inplace=True)
+    assert same.data_ptr() == plates.data_ptr() and torch.equal(same, copied)
+
+
 def test_quads_stay_inside_for_extreme_settings():
     g = torch.Generator().manual_seed(0)
     aspects = torch.cat([torch.full((50,), 4.7), torch.full((50,), 2.0)])

@@ -7,12 +7,13 @@ import hashlib
 import kornia.augmentation as K
 import pytest
 import torch
+import torch.nn.functional as F
 from fixtures import flat_spec
 from torch.utils.data import DataLoader
 
 from plateaug import PlateGANStream, collate, ctc_targets
 from plateaug.stream.augment import BorderPerspective
-from plateaug.stream.dataset import _check_cuda_worker
+from plateaug.stream.dataset import _check_cuda_worker, _scatter_parts, resize
 
 
 def _digest(img: torch.Tensor) -> str:
@@ -201,3 +202,21 @@ def test_generator_share_at_the_ends():
 def test_generator_share_must_be_a_fraction(share):
     with pytest.raises(ValueError, match="generator_share"):
         PlateGANStream(generator=None, generator_share=share)
+
+
+@pytest.mark.parametrize("src, size", [((64, 208), (64, 256)), ((64, 192), (96, 288)), ((64, 304), (64, 256)),
+                                       ((96, 192), (64, 256))])
+def test_resize_is_the_antialiased_bilinear_resize(src, size):
+    """Plates are resized with torch's plain bilinear kernel where no axis shrinks (faster), the
+    antialiased one otherwise: either way the antialiased resize's pixels."""
+    x = torch.rand(5, 3, *src, generator=torch.Generator().manual_seed(0))
+    ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = resize(x, size)
+    assert out.shape == (5, 3, *size) and (out - ref).abs().max().item() < 1e-5
+
+
+def test_scattered_parts_are_the_shuffled_concatenation():
+    g = torch.Generator().manual_seed(1)
+    parts = [torch.rand(k, 3, 4, 5, generator=g) for k in (3, 1, 6)]
+    perm = torch.randperm(10, generator=g)
+    assert torch.equal(_scatter_parts(parts, perm, torch.device("cpu")), torch.cat(parts)[perm])

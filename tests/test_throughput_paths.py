@@ -100,6 +100,22 @@ def test_p_zero_leaves_images_and_points_untouched() -> None:
     assert not torch.equal(out[~untouched], images[~untouched])
 
 
+def test_every_image_warped_equals_the_subset_path() -> None:
+    """All images drawn for a warp (one warp of the whole chunk) and some of them (copy, then the
+    warped subset written in): the same pixels per image."""
+    f = FusedLight(p_motion=0.0, p_color=0.0)
+    images, _, corners, _ = _batch(12)
+    params = f.sample(12, H, W, torch.Generator().manual_seed(3))
+    every = {**params, "perspective_on": torch.ones(12, dtype=torch.bool)}
+    some = {**every, "perspective_on": torch.arange(12) % 3 > 0, "affine_on": torch.zeros(12, dtype=torch.bool)}
+    every["affine_on"] = some["affine_on"]
+    out_all, pts_all = f.apply(images, corners, every)
+    out_some, pts_some = f.apply(images, corners, some)
+    on = some["perspective_on"]
+    assert torch.equal(out_some[on], out_all[on]) and torch.equal(pts_some[on], pts_all[on])
+    assert torch.equal(out_some[~on], images[~on]) and not torch.equal(out_all[~on], images[~on])
+
+
 def test_warp_matches_kornia_warp_perspective() -> None:
     f = FusedLight(p_perspective=1.0, p_affine=1.0)
     images = torch.rand(5, 3, H, W, generator=torch.Generator().manual_seed(1))

@@ -88,14 +88,15 @@ def sample_quads(aspects: torch.Tensor, size: tuple[int, int], framing: Framing,
     return origin + unit * extent
 
 
-def low_resolution(images: torch.Tensor, framing: Framing, g: torch.Generator) -> torch.Tensor:
+def low_resolution(images: torch.Tensor, framing: Framing, g: torch.Generator, inplace: bool = False) -> torch.Tensor:
     """Down- and up-sample a random subset of images (B, 3, H, W) to a random lower resolution
-    (bucketed into a few scales), the blur and blockiness of a far-away plate. Geometry is unchanged."""
+    (bucketed into a few scales), the blur and blockiness of a far-away plate. Geometry is unchanged.
+    `inplace`: write into `images` (no copy of the batch) instead of a new tensor."""
     B, _, H, W = images.shape
     chosen = torch.rand(B, generator=g) < framing.p_low_res
     lo, hi = framing.low_res
     level = (torch.rand(B, generator=g) * LOW_RES_LEVELS).long().clamp(max=LOW_RES_LEVELS - 1)
-    out = images.clone()
+    out = images if inplace else images.clone()
     # the level indices are found on the CPU (they come from g) and moved in one non-blocking copy
     picks = [(chosen & (level == k)).nonzero().squeeze(1) for k in range(LOW_RES_LEVELS)]
     sizes = [len(idx) for idx in picks]
@@ -126,4 +127,5 @@ def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor,
     backgrounds = to_device(procedural_backgrounds(N, (H, W), background_rng or g), plates.device)
     ones = torch.ones(N, dtype=torch.int64)
     crops, boxes, corners = compose(backgrounds, plates, (H, W), char_boxes, ones, quads)
-    return low_resolution(crops, framing, g).clamp_(0, 1), boxes, corners  # warps can overshoot by rounding
+    # crops is compose's fresh output: low resolution in place; warps can overshoot [0, 1] by rounding
+    return low_resolution(crops, framing, g, inplace=True).clamp_(0, 1), boxes, corners

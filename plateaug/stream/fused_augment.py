@@ -151,11 +151,11 @@ class FusedLight(nn.Module):
         else:
             M = self.matrices({k: v[idx] for k, v in params.items()}, H, W)  # (b, 3, 3) float64, CPU
             d_idx = to_device(idx, dev)
-            out = torch.empty_like(images)
-            out[d_idx] = warp_border(images[d_idx], M)
-            if len(idx) < B:  # the others are copied as they are (bit-exact)
-                d_rest = to_device((~warp).nonzero().squeeze(1), dev)
-                out[d_rest] = images[d_rest]
+            if len(idx) == B:
+                out = warp_border(images, M)
+            else:  # the others are copied as they are (bit-exact): one plain copy, then the warped ones
+                out = images.clone()
+                out[d_idx] = warp_border(images[d_idx], M)
             Mf = to_device(M.to(torch.float32), dev)
             pts = points[d_idx]
             moved = pts @ Mf[:, :2, :2].transpose(1, 2) + Mf[:, None, :2, 2]

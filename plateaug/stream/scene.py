@@ -91,7 +91,7 @@ def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) ->
         col = torch.rand(n, 1, generator=g, device=dev) * 0.8 + (torch.rand(n, 3, generator=g, device=dev) - 0.5) * 0.3
         in_x = ((xs[None] >= x0[:, None]) & (xs[None] < x0[:, None] + bw[:, None])).float()  # (n, W)
         in_y = ((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + bh[:, None])).float()  # (n, H)
-        weight = (in_y[:, :, None] * in_x[:, None, :]).mul_(0.8)[:, None]  # (n, 1, H, W): 0.8 in the block
+        weight = (in_y[:, :, None] * in_x.mul_(0.8)[:, None, :])[:, None]  # (n, 1, H, W): 0.8 in the block
         img.lerp_(col[:, :, None, None].expand_as(img), weight)
     return add_fine_noise(img, 0.02, g).clamp_(0, 1)
 

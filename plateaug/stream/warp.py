@@ -52,8 +52,14 @@ def warp_with_coverage(images: torch.Tensor, M: torch.Tensor, size: tuple[int, i
     h, w = images.shape[-2:]
     grid = homography_grid(M, (h, w), size, True, images.device)  # (N, Hd, Wd, 2) normalised
     warped = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
-    x = (grid[..., 0] + 1) * (0.5 * (w - 1))  # source pixel coordinates, (N, Hd, Wd)
-    y = (grid[..., 1] + 1) * (0.5 * (h - 1))
-    # a tap is in bounds for 0 <= x <= w - 1: the share is x + 1 left of 0, w - x right of w - 1
-    cover = torch.minimum(x + 1, w - x).clamp_(0, 1).mul_(torch.minimum(y + 1, h - y).clamp_(0, 1))
+    # a tap is in bounds for source pixel 0 <= x <= w - 1: the share is x + 1 left of 0 and w - x right
+    # of w - 1, i.e. clamp(min(x + 1, w - x), 0, 1) = clamp(1 + c - c |u|, 0, 1) with c = (w - 1) / 2
+    # and u = x / c - 1 the normalised grid coordinate (4 passes per axis instead of 6)
+    cover = _axis_cover(grid[..., 0], 0.5 * (w - 1)).mul_(_axis_cover(grid[..., 1], 0.5 * (h - 1)))
     return warped, cover[:, None].to(images.dtype)
+
+
+def _axis_cover(u: torch.Tensor, c: float) -> torch.Tensor:
+    """In-bounds share (N, Hd, Wd) of the bilinear taps along one axis of half-extent c = (n - 1) / 2,
+    from the normalised grid coordinate u (align_corners=True)."""
+    return u.abs().mul_(-c).add_(1 + c).clamp_(0, 1)
