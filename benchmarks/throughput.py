@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -67,7 +66,7 @@ from plateaug.renderer.spec_loader import builtin_regions, load_region  # noqa: 
 from plateaug.renderer.text import sample_text  # noqa: E402
 from plateaug.stream.augment import augment as apply_augment  # noqa: E402
 from plateaug.stream.augment import resolve  # noqa: E402
-from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream  # noqa: E402
+from plateaug.stream.dataset import DEFAULT_SIZE, PlateGANStream, resize  # noqa: E402
 from plateaug.stream.framing import FRAMINGS, frame  # noqa: E402
 
 Gen = Callable[[torch.Tensor], torch.Tensor]  # a generator backend: condition (B, 4, H, W) -> RGB (B, 3, H, W)
@@ -227,7 +226,7 @@ def bench_plateaug(label: str, regions: list[str], gen: Gen, batches: list[int],
             plates = render(spec, texts, device)
             cond = generator_input(plates.images)  # (B, 4, h, w)
             out = gen(cond)  # (B, 3, h, w)
-            crop = F.interpolate(out, size=CROP, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            crop = resize(out, CROP).clamp(0, 1)  # the stream's resize (antialiased only where an axis shrinks)
             h, w = spec.canvas
             boxes = plates.char_boxes * torch.tensor([CROP[1] / w, CROP[0] / h] * 2, device=device)  # (B, S, 4)
             valid = torch.arange(boxes.shape[1], device=device)[None] < plates.lengths.to(device)[:, None]  # (B, S)
@@ -243,8 +242,7 @@ def bench_plateaug(label: str, regions: list[str], gen: Gen, batches: list[int],
                 ("outline + hint", lambda p=plates: generator_input(p.images), {"gbytes": (3 + 4) * px * f4}),
                 (f"generator ({h}x{w})", lambda c=cond: gen(c),
                  {"gflop": B * gen_flop, "peak": peak} if gen_flop else {}),
-                ("resize to 64x256", lambda o=out: F.interpolate(o, size=CROP, mode="bilinear", align_corners=False,
-                                                                 antialias=True), {"gbytes": 3 * (px + crop_px) * f4}),
+                ("resize to 64x256", lambda o=out: resize(o, CROP), {"gbytes": 3 * (px + crop_px) * f4}),
                 ("framing (detector)", lambda c=crop, b=boxes, a=aspects: frame(c, b, a, FRAMINGS["detector"],
                                                                               torch.Generator().manual_seed(1)),
                  {"gbytes": 3 * 3 * crop_px * f4}),  # plate in, background, crop out
