@@ -144,3 +144,71 @@ def test_graphics_must_be_a_table(write_spec, mini_spec_text):
     text = mini_spec_text.replace('colors = ["#c8c8c8"]', 'colors = ["#c8c8c8"]\ngraphics = 4')
     with pytest.raises(RegionSpecError, match="expected dict"):
         load_region(write_spec(text))
+
+
+EMBLEM_SEPARATOR = '"*" = { shape = "emblem", width_mm = 30, size_mm = 55, variants = 4 }'
+
+
+def _emblem_spec(mini_spec_text: str, separator: str = EMBLEM_SEPARATOR) -> str:
+    """MINI_SPEC with a state emblem between the groups (variants 0..3) and the hyphen pattern kept."""
+    return (mini_spec_text.replace('"-" = {', f'{separator}\n"-" = {{')
+            + '\n[[patterns]]\npattern = "L L L * D D D"\nweight = 2\n')
+
+
+def test_emblem_separator_repeats_its_pattern_once_per_silhouette(write_spec, mini_spec_text):
+    spec = load_region(write_spec(_emblem_spec(mini_spec_text)))
+    assert spec.separator_map["*"].variants == 4 and spec.separator_map["-"].variants == 1
+    assert [(" ".join(p.tokens), p.weight, p.variant) for p in spec.patterns] == [
+        ("L L L - D D D", 1.0, 0)] + [("L L L * D D D", 0.5, v) for v in range(4)]
+    # the grammar draws the emblem plates at their written weight (2 of 3), spread over the variants
+    pattern = sample_text(spec, 3000, torch.Generator().manual_seed(0)).pattern
+    counts = torch.bincount(pattern, minlength=5).float() / 3000
+    assert abs(counts[0].item() - 1 / 3) < 0.03 and all(abs(c - 1 / 6) < 0.03 for c in counts[1:].tolist())
+
+
+def test_emblem_is_drawn_between_the_groups_and_labels_are_unchanged(write_spec, mini_spec_text):
+    """The silhouette sits in its slot in the text colour; the characters, their boxes and the label
+    are those of the same plate with a plain gap; each variant draws another silhouette."""
+    from plateaug import encode_texts
+
+    emblem = load_region(write_spec(_emblem_spec(mini_spec_text), "emblem"))
+    gap = load_region(write_spec(_emblem_spec(mini_spec_text, '"*" = { shape = "space", width_mm = 30 }'), "gap"))
+    texts = ["ABC123"] * 4
+    plates = render(emblem, encode_texts(emblem, texts, pattern=torch.tensor([1, 2, 3, 4])))
+    plain = render(gap, encode_texts(gap, texts[:1], pattern=torch.tensor([1])))
+    assert plates.texts == texts
+    for i in range(4):
+        assert torch.equal(plates.char_boxes[i], plain.char_boxes[0])
+    boxes = plain.char_boxes[0].round().long().tolist()
+    x0, x1 = boxes[2][2], boxes[3][0]  # between the third and fourth character
+    diff = (plates.images - plain.images[:1]).abs().amax(1)  # (4, H, W)
+    assert float(diff[:, :, :x0].max()) == 0 and float(diff[:, :, x1:].max()) == 0, "ink outside the gap"
+    ink = diff[:, :, x0:x1] > 0.2
+    assert all(int(ink[i].sum()) > 30 for i in range(4)), "an emblem variant drew nothing"
+    rows = ink.any(2).float().sum(1)  # rows of ink per variant: the silhouette spans much of the row
+    assert float(rows.min()) > 0.3 * (boxes[0][3] - boxes[0][1])
+    assert len({tuple(ink[i].flatten().tolist()) for i in range(4)}) >= 3, "variants draw the same silhouette"
+    # drawn in the text colour (a tint of it): darker than the grey plate where it covers fully
+    assert float(plates.images[:, :, :, x0:x1].amin()) < 0.3
+
+
+@pytest.mark.parametrize("separator,key,reason", [
+    ('"*" = { shape = "hyphen", width_mm = 16, variants = 2 }', "separators.*.variants", "only an emblem"),
+    ('"*" = { shape = "emblem", width_mm = 30, variants = 0 }', "separators.*.variants", "expected 1..16"),
+    ('"*" = { shape = "emblem", width_mm = 30, variants = 17 }', "separators.*.variants", "expected 1..16"),
+    ('"*" = { shape = "emblem", width_mm = 30, variants = "4" }', "separators.*.variants", "expected int"),
+    ('"*" = { shape = "emblem", width_mm = 90, variants = 4 }', "patterns[1].pattern", "impossible layout"),
+])
+def test_emblem_separator_errors_name_the_key(write_spec, mini_spec_text, separator, key, reason):
+    with pytest.raises(RegionSpecError) as info:
+        load_region(write_spec(_emblem_spec(mini_spec_text, separator)))
+    assert info.value.key == key and reason in info.value.reason, str(info.value)
+
+
+def test_emblem_variants_count_towards_the_pattern_bound(write_spec, mini_spec_text):
+    """Each written pattern may be repeated 16 times: the bound on patterns holds after the repeats."""
+    text = _emblem_spec(mini_spec_text, '"*" = { shape = "emblem", width_mm = 30, variants = 16 }')
+    text += '\n[[patterns]]\npattern = "L L L * D D D"\n' * 16  # 1 + 17 * 16 = 273 patterns > 256
+    with pytest.raises(RegionSpecError) as info:
+        load_region(write_spec(text))
+    assert info.value.key == "patterns" and "at most 256" in info.value.reason, str(info.value)

@@ -10,6 +10,7 @@ are always composited on top, so labels stay exact.
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Protocol
 
@@ -110,6 +111,62 @@ def _sticker(d: ImageDraw.ImageDraw, rng: np.random.Generator, spec: RegionSpec,
 
 DRAW = {  # shape name -> draws one filled shape (255) on a supersampled mask
     "emblem": _emblem, "arc": _arc, "ridge": _ridge, "disc": _disc, "stripes": _stripes, "sticker": _sticker}
+
+
+def _star(cx: float, cy: float, rx: float, ry: float, points: int, inner: float) -> list[tuple[float, float]]:
+    """Vertices of a star polygon (outer radii rx, ry; inner radii `inner` times them) centred on (cx, cy)."""
+    out = []
+    for k in range(2 * points):
+        a = math.pi * k / points
+        f = 1.0 if k % 2 == 0 else inner
+        out.append((cx + f * rx * math.sin(a), cy - f * ry * math.cos(a)))
+    return out
+
+
+def separator_emblem(d: ImageDraw.ImageDraw, rng: np.random.Generator, box: tuple[float, float, float, float]) -> None:
+    """A state-emblem silhouette (fruit, state outline, tree, palm, stars, compass rose) filling
+    `box` (x0, y0, x1, y1, supersampled px) with one grey level: the mark that sits between the
+    character groups of most US state plates, which a recogniser that never saw one reads as a 4."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    fill = int(255 * rng.uniform(0.55, 1.0))
+    kind = int(rng.integers(6))
+    if kind == 0:  # fruit with a leaf (a peach, an orange)
+        rx, ry = w * rng.uniform(0.4, 0.5), h * rng.uniform(0.3, 0.4)
+        d.ellipse((cx - rx, y1 - 2 * ry, cx + rx, y1), fill=fill)
+        d.ellipse((cx, y1 - 2 * ry - h * 0.18, cx + rx, y1 - 2 * ry + h * 0.02), fill=fill)
+    elif kind == 1:  # a state outline: an irregular polygon
+        n = int(rng.integers(7, 14))
+        angles = (np.arange(n) + rng.uniform(-0.4, 0.4, n)) * 2 * math.pi / n  # all round: no sliver
+        radii = rng.uniform(0.55, 1.0, n)
+        d.polygon([(cx + w / 2 * r * math.cos(a), cy + h / 2 * r * math.sin(a)) for a, r in zip(angles, radii)],
+                  fill=fill)
+    elif kind == 2:  # a conifer: stacked triangles on a trunk
+        tiers = int(rng.integers(2, 4))
+        trunk = w * 0.08
+        d.rectangle((cx - trunk, y0 + h * 0.75, cx + trunk, y1), fill=fill)
+        for t in range(tiers):
+            top = y0 + h * 0.75 * t / tiers
+            half = w * 0.5 * (t + 1) / tiers
+            d.polygon([(cx, top), (cx + half, y0 + h * 0.75 * (t + 1) / tiers + h * 0.05),
+                       (cx - half, y0 + h * 0.75 * (t + 1) / tiers + h * 0.05)], fill=fill)
+    elif kind == 3:  # a palm: a trunk and fronds
+        trunk = max(1.0, w * 0.07)
+        crown = y0 + h * 0.3
+        d.polygon([(cx - trunk, y1), (cx + trunk, y1), (cx + trunk * 0.6, crown), (cx - trunk * 0.6, crown)], fill=fill)
+        for k in range(int(rng.integers(4, 7))):
+            a = math.pi * (0.1 + 0.8 * k / 5)
+            ex, ey = cx - w * 0.48 * math.cos(a), crown - h * 0.25 * math.sin(a) + h * 0.12
+            d.line([(cx, crown), (ex, ey)], fill=fill, width=max(1, round(h * 0.07)))
+    elif kind == 4:  # stars: one large, or three stacked small ones
+        if rng.random() < 0.5:
+            d.polygon(_star(cx, cy, w / 2, min(h / 2, w * 0.6), 5, 0.42), fill=fill)
+        else:
+            for k in range(3):
+                d.polygon(_star(cx, y0 + h * (k + 0.5) / 3, w / 3, h / 7, 5, 0.42), fill=fill)
+    else:  # a compass rose
+        d.polygon(_star(cx, cy, w / 2, h / 2, int(rng.choice([4, 8])), 0.3), fill=fill)
 
 
 def graphic_variants(spec: RegionSpec, cv: Canvas) -> list[list[tuple[np.ndarray, str]]]:

@@ -4,13 +4,14 @@ overlays (e.g. one per US state name), and the separator marks of each pattern."
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from .atlas import SUPERSAMPLE, glyph_ink
-from .graphics import graphic_variants
+from .graphics import graphic_variants, separator_emblem
 from .layout import Layout
 from .spec import Band, RegionSpec
 
@@ -171,11 +172,12 @@ def band_overlays(spec: RegionSpec) -> list[tuple[int, torch.Tensor, torch.Tenso
 
 
 def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tensor:
-    """(A, 1, H, W) coverage of each pattern's separators (drawn in the text colour)."""
+    """(A, 1, H, W) coverage of each pattern's separators (drawn in the text colour). `layouts` are
+    those of spec.patterns, in order (an emblem draws the silhouette of its pattern's variant)."""
     cv = _Canvas(spec)
     seps = spec.separator_map
     out = []
-    for lay in layouts:
+    for pattern, lay in zip(spec.patterns, layouts):
         m = cv.mask()
         d = ImageDraw.Draw(m)
         for slot in lay.separators:
@@ -192,5 +194,11 @@ def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tens
                 r = size / 2
                 for dy in (-r * 1.1, r * 1.1):
                     d.ellipse((cx - r, cy + dy - r, cx + r, cy + dy + r), fill=110)
+            elif sep.shape == "emblem":  # seeded by region, pattern and variant: the same every run
+                key = f"{spec.name}/{' '.join(pattern.tokens)}/{slot.key}/{pattern.variant}"
+                rng = np.random.default_rng(zlib.crc32(key.encode()))
+                h = min(sep.size_mm * cv.sy, slot.h * SUPERSAMPLE) * rng.uniform(0.75, 1.0)
+                w = slot.w * SUPERSAMPLE * rng.uniform(0.85, 1.1)  # may reach into the gaps beside it
+                separator_emblem(d, rng, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
         out.append(cv.down(m))
     return torch.from_numpy(np.stack(out))[:, None]

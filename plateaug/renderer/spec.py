@@ -15,7 +15,8 @@ REGIONS_DIR = Path(__file__).parent / "regions"
 FONTS_DIR = Path(__file__).parent / "fonts"
 CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
 FIT_MODES = ("height", "stretch")
-SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space")
+SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem")
+MAX_EMBLEM_VARIANTS = 16  # silhouettes an emblem separator may vary over
 EMBLEMS = ("eu_stars", "sk_arms")  # what a band's emblem may draw
 
 
@@ -52,12 +53,14 @@ class CharClass:
 
 @dataclass(frozen=True)
 class Separator:
-    """A non-label mark between characters (dot, hyphen, German seal, or a plain gap)."""
+    """A non-label mark between characters (dot, hyphen, German seal, a plain gap, or a state
+    emblem: a silhouette between the character groups, as on most US state plates)."""
 
     key: str
     shape: str
     width_mm: float
-    size_mm: float  # dot diameter / hyphen length / seal diameter
+    size_mm: float  # dot diameter / hyphen length / seal diameter / emblem height
+    variants: int = 1  # emblem: silhouettes drawn, one per copy of each pattern using it
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class Pattern:
 
     tokens: tuple[str, ...]
     weight: float
+    # which silhouette its emblem separators draw (the loader repeats a pattern with emblems once per
+    # variant, the weight shared between the copies)
+    variant: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .spec import (
     EMBLEMS,
     FIT_MODES,
     FONTS_DIR,
+    MAX_EMBLEM_VARIANTS,
     REGIONS_DIR,
     SEPARATOR_SHAPES,
     Band,
@@ -319,13 +320,18 @@ class _Parser:
             where = f"separators.{key}"
             if not isinstance(value, dict):
                 raise self.fail(where, f"expected a table with shape and width_mm, got {value!r}")
-            self.unknown(value, {"shape", "width_mm", "size_mm"}, where)
+            self.unknown(value, {"shape", "width_mm", "size_mm", "variants"}, where)
             shape = self.get(value, "shape", where, str)
             if shape not in SEPARATOR_SHAPES:
                 raise self.fail(f"{where}.shape", f"expected one of {SEPARATOR_SHAPES}, got {shape!r}")
             width = self.positive(value, "width_mm", where)
             size = self.positive(value, "size_mm", where, width * 0.5)
-            out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size))
+            variants = self.get(value, "variants", where, int, 1)
+            if "variants" in value and shape != "emblem":
+                raise self.fail(f"{where}.variants", f"only an emblem separator has variants (shape is {shape!r})")
+            if not 1 <= variants <= MAX_EMBLEM_VARIANTS:
+                raise self.fail(f"{where}.variants", f"expected 1..{MAX_EMBLEM_VARIANTS}, got {variants}")
+            out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size, variants=variants))
         return tuple(out)
 
     def parse_rows(self, size: tuple[float, float]) -> tuple[Row, ...]:
@@ -477,11 +483,16 @@ class _Parser:
             if tokens.count("/") + 1 > len(rows):
                 raise self.fail(f"{where}.pattern", f"uses {tokens.count('/') + 1} rows but the spec "
                                                     f"defines {len(rows)}")
-            out.append(Pattern(tokens=tokens, weight=weight))
+            # a pattern with emblem separators is repeated once per silhouette, sharing its weight
+            copies = max([s.variants for s in separators if s.key in tokens and s.shape == "emblem"], default=1)
+            out += [Pattern(tokens=tokens, weight=weight / copies, variant=v) for v in range(copies)]
+        if len(out) > MAX_PATTERNS:
+            raise self.fail("patterns", f"{len(out)} patterns with their emblem variants, at most {MAX_PATTERNS}")
         return tuple(out)
 
     def check_layouts(self, spec: RegionSpec) -> None:
-        for i, p in enumerate(spec.patterns):
+        # one per pattern as written (its emblem variants have the same layout)
+        for i, p in enumerate(p for p in spec.patterns if p.variant == 0):
             try:
                 layout_pattern(spec, p)
             except ValueError as e:
