@@ -193,11 +193,15 @@ def test_emblem_is_drawn_between_the_groups_and_labels_are_unchanged(write_spec,
 
 
 @pytest.mark.parametrize("separator,key,reason", [
-    ('"*" = { shape = "hyphen", width_mm = 16, variants = 2 }', "separators.*.variants", "only an emblem"),
+    ('"*" = { shape = "hyphen", width_mm = 16, variants = 2 }', "separators.*.variants", "only emblem and stack"),
     ('"*" = { shape = "emblem", width_mm = 30, variants = 0 }', "separators.*.variants", "expected 1..16"),
     ('"*" = { shape = "emblem", width_mm = 30, variants = 17 }', "separators.*.variants", "expected 1..16"),
     ('"*" = { shape = "emblem", width_mm = 30, variants = "4" }', "separators.*.variants", "expected int"),
     ('"*" = { shape = "emblem", width_mm = 90, variants = 4 }', "patterns[1].pattern", "impossible layout"),
+    ('"*" = { shape = "emblem", width_mm = 30, chars = "US" }', "separators.*.chars", "only a stack"),
+    ('"*" = { shape = "stack", width_mm = 20, chars = "UЖ" }', "separators.*.chars", "not in font"),
+    ('"*" = { shape = "stack", width_mm = 20, chars = "" }', "separators.*.chars", "1-64 characters"),
+    ('"*" = { shape = "stack", width_mm = 20, chars = "U S" }', "separators.*.chars", "without spaces"),
 ])
 def test_emblem_separator_errors_name_the_key(write_spec, mini_spec_text, separator, key, reason):
     with pytest.raises(RegionSpecError) as info:
@@ -212,3 +216,27 @@ def test_emblem_variants_count_towards_the_pattern_bound(write_spec, mini_spec_t
     with pytest.raises(RegionSpecError) as info:
         load_region(write_spec(text))
     assert info.value.key == "patterns" and "at most 256" in info.value.reason, str(info.value)
+
+
+def test_stack_separator_draws_two_small_characters_outside_the_label(write_spec, mini_spec_text):
+    """A stack draws two of its characters one above the other in its slot (the "US" of a veterans'
+    plate); the label and the character boxes are those of the plate with a plain gap there."""
+    from plateaug import encode_texts
+
+    stack = load_region(write_spec(_emblem_spec(
+        mini_spec_text, '"*" = { shape = "stack", width_mm = 24, size_mm = 70, variants = 3, chars = "US" }'), "st"))
+    gap = load_region(write_spec(_emblem_spec(mini_spec_text, '"*" = { shape = "space", width_mm = 24 }'), "gap"))
+    assert stack.separator_map["*"].chars == "US" and len(stack.patterns) == 4
+    plates = render(stack, encode_texts(stack, ["ABC123"] * 3, pattern=torch.tensor([1, 2, 3])))
+    plain = render(gap, encode_texts(gap, ["ABC123"], pattern=torch.tensor([1])))
+    assert plates.texts == ["ABC123"] * 3
+    boxes = plain.char_boxes[0].round().long().tolist()
+    x0, x1 = boxes[2][2], boxes[3][0]
+    for i in range(3):
+        assert torch.equal(plates.char_boxes[i], plain.char_boxes[0])
+        diff = (plates.images[i] - plain.images[0]).abs().amax(0)  # (H, W)
+        assert float(diff[:, :x0].max()) == 0 and float(diff[:, x1:].max()) == 0, "ink outside the slot"
+        rows = (diff[:, x0:x1] > 0.3).any(1).nonzero().squeeze(1)  # rows with ink
+        assert len(rows) > 0.5 * (boxes[0][3] - boxes[0][1]), "the stack is not about a row tall"
+        runs = int((rows[1:] - rows[:-1] > 1).sum()) + 1  # separate vertical runs of ink
+        assert runs == 2, f"expected two characters one above the other, got {runs} runs of ink rows"

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from .atlas import SUPERSAMPLE, glyph_ink
 from .graphics import graphic_variants, separator_emblem
 from .layout import Layout
-from .spec import Band, RegionSpec
+from .spec import VARIED_SEPARATORS, Band, RegionSpec, Separator
 
 
 def rgb(color: str) -> np.ndarray:
@@ -171,6 +171,19 @@ def band_overlays(spec: RegionSpec) -> list[tuple[int, torch.Tensor, torch.Tenso
     return out
 
 
+def _stack(m: Image.Image, rng: np.random.Generator, sep: Separator, centre: tuple[float, float], w: float,
+           h: float) -> None:
+    """Two of `sep.chars` one above the other in a w x h box (supersampled px) around `centre`."""
+    gap = h * 0.1
+    ch_h = max(1, round((h - gap) / 2))
+    for k, ch in enumerate(rng.choice(list(sep.chars), 2)):
+        ink = glyph_ink(sep.font, str(ch))
+        tw = max(1, min(round(w), round(ink.width * ch_h / ink.height)))
+        x = round(centre[0] - tw / 2)
+        y = round(centre[1] - h / 2 + k * (ch_h + gap))
+        m.paste(255, (x, y, x + tw, y + ch_h), ink.resize((tw, ch_h), Image.LANCZOS))
+
+
 def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tensor:
     """(A, 1, H, W) coverage of each pattern's separators (drawn in the text colour). `layouts` are
     those of spec.patterns, in order (an emblem draws the silhouette of its pattern's variant)."""
@@ -194,11 +207,14 @@ def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tens
                 r = size / 2
                 for dy in (-r * 1.1, r * 1.1):
                     d.ellipse((cx - r, cy + dy - r, cx + r, cy + dy + r), fill=110)
-            elif sep.shape == "emblem":  # seeded by region, pattern and variant: the same every run
+            elif sep.shape in VARIED_SEPARATORS:  # seeded by region, pattern and variant: the same every run
                 key = f"{spec.name}/{' '.join(pattern.tokens)}/{slot.key}/{pattern.variant}"
                 rng = np.random.default_rng(zlib.crc32(key.encode()))
                 h = min(sep.size_mm * cv.sy, slot.h * SUPERSAMPLE) * rng.uniform(0.75, 1.0)
                 w = slot.w * SUPERSAMPLE * rng.uniform(0.85, 1.1)  # may reach into the gaps beside it
-                separator_emblem(d, rng, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+                if sep.shape == "emblem":
+                    separator_emblem(d, rng, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+                else:
+                    _stack(m, rng, sep, (cx, cy), w, h)
         out.append(cv.down(m))
     return torch.from_numpy(np.stack(out))[:, None]

@@ -15,8 +15,10 @@ REGIONS_DIR = Path(__file__).parent / "regions"
 FONTS_DIR = Path(__file__).parent / "fonts"
 CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
 FIT_MODES = ("height", "stretch")
-SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem")
-MAX_EMBLEM_VARIANTS = 16  # silhouettes an emblem separator may vary over
+SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem", "stack")
+VARIED_SEPARATORS = ("emblem", "stack")  # shapes drawn anew for each of their `variants`
+MAX_EMBLEM_VARIANTS = 16  # drawings a varied separator may vary over
+STACK_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # what a stack draws unless its spec says
 EMBLEMS = ("eu_stars", "sk_arms")  # what a band's emblem may draw
 
 
@@ -53,14 +55,17 @@ class CharClass:
 
 @dataclass(frozen=True)
 class Separator:
-    """A non-label mark between characters (dot, hyphen, German seal, a plain gap, or a state
-    emblem: a silhouette between the character groups, as on most US state plates)."""
+    """A non-label mark between characters (dot, hyphen, German seal, a plain gap, a state
+    emblem: a silhouette between the character groups, as on most US state plates; or a stack: two
+    small characters one above the other, like the "US", "MC" or month of US specialty plates)."""
 
     key: str
     shape: str
     width_mm: float
-    size_mm: float  # dot diameter / hyphen length / seal diameter / emblem height
-    variants: int = 1  # emblem: silhouettes drawn, one per copy of each pattern using it
+    size_mm: float  # dot diameter / hyphen length / seal diameter / emblem or stack height
+    variants: int = 1  # emblem, stack: drawings, one per copy of each pattern using it
+    chars: str = ""  # stack: the characters it draws two of (not part of the label)
+    font: Path | None = None  # stack: the typeface (the spec's first text font)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from .spec import (
     MAX_EMBLEM_VARIANTS,
     REGIONS_DIR,
     SEPARATOR_SHAPES,
+    STACK_CHARS,
+    VARIED_SEPARATORS,
     Band,
     CharClass,
     Graphics,
@@ -243,7 +245,7 @@ class _Parser:
             raise self.fail("text.stroke_px", f"expected [low, high] with -{MAX_STROKE_PX} <= low <= high <= "
                                               f"{MAX_STROKE_PX} (canvas pixels), got {list(stroke)}")
         classes = self.parse_classes(default_fonts)
-        separators = self.parse_separators()
+        separators = self.parse_separators(default_fonts[0])
         clash = {c.key for c in classes} & {s.key for s in separators}
         if clash:
             raise self.fail("separators", f"keys also used as classes: {sorted(clash)}")
@@ -312,7 +314,7 @@ class _Parser:
             out.append((ch, glyph))
         return tuple(out)
 
-    def parse_separators(self) -> tuple[Separator, ...]:
+    def parse_separators(self, font: Path) -> tuple[Separator, ...]:
         table = self.get(self.data, "separators", "", dict, {})
         self.at_most(table, MAX_SEPARATORS, "separators", "separators")
         out = []
@@ -320,18 +322,29 @@ class _Parser:
             where = f"separators.{key}"
             if not isinstance(value, dict):
                 raise self.fail(where, f"expected a table with shape and width_mm, got {value!r}")
-            self.unknown(value, {"shape", "width_mm", "size_mm", "variants"}, where)
+            self.unknown(value, {"shape", "width_mm", "size_mm", "variants", "chars"}, where)
             shape = self.get(value, "shape", where, str)
             if shape not in SEPARATOR_SHAPES:
                 raise self.fail(f"{where}.shape", f"expected one of {SEPARATOR_SHAPES}, got {shape!r}")
             width = self.positive(value, "width_mm", where)
             size = self.positive(value, "size_mm", where, width * 0.5)
             variants = self.get(value, "variants", where, int, 1)
-            if "variants" in value and shape != "emblem":
-                raise self.fail(f"{where}.variants", f"only an emblem separator has variants (shape is {shape!r})")
+            if "variants" in value and shape not in VARIED_SEPARATORS:
+                raise self.fail(f"{where}.variants", f"only {' and '.join(VARIED_SEPARATORS)} separators have "
+                                                     f"variants (shape is {shape!r})")
             if not 1 <= variants <= MAX_EMBLEM_VARIANTS:
                 raise self.fail(f"{where}.variants", f"expected 1..{MAX_EMBLEM_VARIANTS}, got {variants}")
-            out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size, variants=variants))
+            chars = self.get(value, "chars", where, str, STACK_CHARS)
+            if "chars" in value and shape != "stack":
+                raise self.fail(f"{where}.chars", f"only a stack separator draws characters (shape is {shape!r})")
+            if not 1 <= len(chars) <= 64 or any(ch.isspace() for ch in chars):
+                raise self.fail(f"{where}.chars", f"expected 1-64 characters without spaces, got {chars!r}")
+            missing = missing_glyphs(font, chars) if shape == "stack" else ""
+            if missing:
+                raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
+            stack = shape == "stack"
+            out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size, variants=variants,
+                                 chars=chars if stack else "", font=font if stack else None))
         return tuple(out)
 
     def parse_rows(self, size: tuple[float, float]) -> tuple[Row, ...]:
@@ -483,8 +496,9 @@ class _Parser:
             if tokens.count("/") + 1 > len(rows):
                 raise self.fail(f"{where}.pattern", f"uses {tokens.count('/') + 1} rows but the spec "
                                                     f"defines {len(rows)}")
-            # a pattern with emblem separators is repeated once per silhouette, sharing its weight
-            copies = max([s.variants for s in separators if s.key in tokens and s.shape == "emblem"], default=1)
+            # a pattern with emblem or stack separators is repeated once per drawing, sharing its weight
+            copies = max([s.variants for s in separators if s.key in tokens and s.shape in VARIED_SEPARATORS],
+                         default=1)
             out += [Pattern(tokens=tokens, weight=weight / copies, variant=v) for v in range(copies)]
         if len(out) > MAX_PATTERNS:
             raise self.fail("patterns", f"{len(out)} patterns with their emblem variants, at most {MAX_PATTERNS}")
