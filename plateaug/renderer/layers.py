@@ -186,7 +186,7 @@ def _stack(m: Image.Image, rng: np.random.Generator, sep: Separator, centre: tup
 
 def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tensor:
     """(A, 1, H, W) coverage of each pattern's separators (drawn in the text colour). `layouts` are
-    those of spec.patterns, in order (an emblem draws the silhouette of its pattern's variant)."""
+    those of spec.patterns, in order (an emblem or stack makes the drawing of its pattern's variant)."""
     cv = _Canvas(spec)
     seps = spec.separator_map
     out = []

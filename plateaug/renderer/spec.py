@@ -17,7 +17,7 @@ CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
 FIT_MODES = ("height", "stretch")
 SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem", "stack")
 VARIED_SEPARATORS = ("emblem", "stack")  # shapes drawn anew for each of their `variants`
-MAX_EMBLEM_VARIANTS = 16  # drawings a varied separator may vary over
+MAX_SEPARATOR_VARIANTS = 16  # drawings a varied separator may vary over
 STACK_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # what a stack draws unless its spec says
 EMBLEMS = ("eu_stars", "sk_arms")  # what a band's emblem may draw
 
@@ -119,7 +119,7 @@ class Pattern:
 
     tokens: tuple[str, ...]
     weight: float
-    # which silhouette its emblem separators draw (the loader repeats a pattern with emblems once per
+    # which drawing its emblem / stack separators make (the loader repeats a pattern with them once per
     # variant, the weight shared between the copies)
     variant: int = 0
 

@@ -21,7 +21,7 @@ from .spec import (
     EMBLEMS,
     FIT_MODES,
     FONTS_DIR,
-    MAX_EMBLEM_VARIANTS,
+    MAX_SEPARATOR_VARIANTS,
     REGIONS_DIR,
     SEPARATOR_SHAPES,
     STACK_CHARS,
@@ -332,8 +332,8 @@ class _Parser:
             if "variants" in value and shape not in VARIED_SEPARATORS:
                 raise self.fail(f"{where}.variants", f"only {' and '.join(VARIED_SEPARATORS)} separators have "
                                                      f"variants (shape is {shape!r})")
-            if not 1 <= variants <= MAX_EMBLEM_VARIANTS:
-                raise self.fail(f"{where}.variants", f"expected 1..{MAX_EMBLEM_VARIANTS}, got {variants}")
+            if not 1 <= variants <= MAX_SEPARATOR_VARIANTS:
+                raise self.fail(f"{where}.variants", f"expected 1..{MAX_SEPARATOR_VARIANTS}, got {variants}")
             chars = self.get(value, "chars", where, str, STACK_CHARS)
             if "chars" in value and shape != "stack":
                 raise self.fail(f"{where}.chars", f"only a stack separator draws characters (shape is {shape!r})")
