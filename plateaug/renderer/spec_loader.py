@@ -49,6 +49,7 @@ MAX_CLASSES = 32
 MAX_CLASS_CHARS = 1024  # characters in one class
 MAX_CHARS = 4096  # characters over all classes
 MAX_SEPARATORS = 16
+MAX_STACK_CHARS = 64  # characters a stack separator draws from
 MAX_ROWS = 8
 MAX_BANDS = 8
 MAX_BAND_TEXTS = 256  # texts per band
@@ -334,17 +335,18 @@ class _Parser:
                                                      f"variants (shape is {shape!r})")
             if not 1 <= variants <= MAX_SEPARATOR_VARIANTS:
                 raise self.fail(f"{where}.variants", f"expected 1..{MAX_SEPARATOR_VARIANTS}, got {variants}")
-            chars = self.get(value, "chars", where, str, STACK_CHARS)
-            if "chars" in value and shape != "stack":
+            stack = shape == "stack"
+            if "chars" in value and not stack:
                 raise self.fail(f"{where}.chars", f"only a stack separator draws characters (shape is {shape!r})")
-            if not 1 <= len(chars) <= 64 or any(ch.isspace() for ch in chars):
-                raise self.fail(f"{where}.chars", f"expected 1-64 characters without spaces, got {chars!r}")
-            missing = missing_glyphs(font, chars) if shape == "stack" else ""
+            chars = self.get(value, "chars", where, str, STACK_CHARS) if stack else ""
+            if stack and (not 1 <= len(chars) <= MAX_STACK_CHARS or any(ch.isspace() for ch in chars)):
+                raise self.fail(f"{where}.chars", f"expected 1-{MAX_STACK_CHARS} characters without spaces, got "
+                                                  f"{chars!r}")
+            missing = missing_glyphs(font, chars)
             if missing:
                 raise self.fail(f"{where}.chars", f"characters {missing!r} are not in font {font.name}")
-            stack = shape == "stack"
             out.append(Separator(key=key, shape=shape, width_mm=width, size_mm=size, variants=variants,
-                                 chars=chars if stack else "", font=font if stack else None))
+                                 chars=chars, font=font if stack else None))
         return tuple(out)
 
     def parse_rows(self, size: tuple[float, float]) -> tuple[Row, ...]:
