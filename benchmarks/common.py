@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -59,7 +60,18 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    # the pixels and the recogniser's bf16 kernels depend on these (and on the CPU): a run on another
+    # machine or with other versions is not the same run
+    info["packages"] = {name: _version(name) for name in ("kornia", "numpy", "pillow", "onnxruntime-gpu",
+                                                          "onnxruntime")}
     return info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def write_json(path: str | Path | None, payload: dict) -> None:
