@@ -70,10 +70,13 @@ Design decisions, and why:
   steps it read 0-4 % of the validation plates exactly, at 2500 37-87 %, measured 2026-11-25; with
   the stride-2 CRNN, one seed, 1800 steps read br 0.06 / eu 0.27 and 2500 steps 0.81 / 0.53: a
   recogniser stopped early hides every difference between sources; with the 200 plain first steps,
-  2,000 read level with 2,500, 3 seeds, results/screening/real_2000_steps.txt), `--finetune-steps` 900 for
-  `real+default`, which starts from the `default` recogniser of the same seed at a lower LR (450
+  2,000 read level with 2,500, 3 seeds, results/screening/real_2000_steps.txt), `--finetune-steps` 2000 for
+  `real+default`, which starts from the `default` recogniser of the same seed at a lower LR: as many
+  real-crop steps as `real` trains (cn half), so the comparison differs mostly in the start (450
   until 2026-12-02: 900 read us 0.817 ± 0.023 instead of 0.757 ± 0.026, the rest level, 3 seeds,
-  results/screening/finetune_450.txt vs finetune_900.txt).
+  results/screening/finetune_450.txt vs finetune_900.txt; 900 until session 13: with 2,000 the
+  whole run on an AMD EPYC read br 0.938 / eu 0.667 / us 0.832 / cn 0.951 against `real`'s 0.833 /
+  0.578 / 0.820 / 0.880, results/realism.txt; no 900-step run on that CPU to compare with).
   Training runs under CPU bfloat16
   autocast with channels-last tensors (2.4x faster per step on this AVX-512 BF16 CPU; `--fp32`
   for CPUs without bf16 units, where emulated bf16 is slower).
@@ -199,7 +202,7 @@ class Settings:
     steps: int = 900  # recogniser optimiser steps on a synthetic pool (Latin from scratch, cn warm-started)
     real_steps: int = 2000  # `real`: steps on the real training split of every region (from scratch); with the
     # plain first steps 2,000 read level with 2,500 (results/screening/real_2000_steps.txt)
-    finetune_steps: int = 900  # real+default: Latin steps on the real training split after `default` (cn: half)
+    finetune_steps: int = 2000  # real+default: Latin steps on the real training split after `default` (cn: half)
     batch: int = 64
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     finetune_lr: float = 1e-3
