@@ -186,6 +186,43 @@ def test_draw_as_errors_name_the_key(write_spec, table, key, reason):
     assert info.value.key == key and reason in info.value.reason, str(info.value)
 
 
+def test_character_weights_set_how_often_each_character_is_drawn(write_spec):
+    """`weights = { "7" = 9 }`: the listed characters drawn that many times as often as the rest (which
+    weigh 1), every character still drawn; the other classes, patterns and styles stay as without."""
+    two = FONTS_SPEC.replace('D = "0123456789"', 'D = "0123456789"\nL = "ABCXYZ"').replace(
+        'pattern = "D D D D D D"', 'pattern = "L L L D D D"')
+    plain = load_region(write_spec(two, "plain"))
+    weighted = load_region(write_spec(two.replace(
+        'D = "0123456789"', 'D = { chars = "0123456789", weights = { "7" = 9, "0" = 0.5 } }'), "weighted"))
+    assert weighted.class_map["D"].weights == (0.5, 1, 1, 1, 1, 1, 1, 9, 1, 1) and plain.class_map["D"].weights == ()
+    texts = sample_text(weighted, 4000, torch.Generator().manual_seed(0)).texts
+    digits = [ch for t in texts for ch in t[3:]]
+    share = {d: digits.count(d) / len(digits) for d in "0123456789"}
+    assert abs(share["7"] - 9 / 17.5) < 0.02 and abs(share["0"] - 0.5 / 17.5) < 0.01
+    assert all(abs(share[d] - 1 / 17.5) < 0.01 for d in "12345689")
+    a = sample_text(plain, 64, torch.Generator().manual_seed(3))
+    b = sample_text(weighted, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(a.pattern, b.pattern) and torch.equal(a.style, b.style)
+    assert [t[:3] for t in a.texts] == [t[:3] for t in b.texts]  # the letters: the same draws
+    assert [t[3:] for t in a.texts] != [t[3:] for t in b.texts]
+
+
+@pytest.mark.parametrize("table,key,reason", [
+    ('{ "X" = 2 }', "classes.D.weights", "not a character of the class"),
+    ('{ "1" = 0 }', "classes.D.weights.1", "must be > 0"),
+    ('{ "1" = -2 }', "classes.D.weights.1", "must be > 0"),
+    ('{ "1" = 1e9 }', "classes.D.weights.1", "must be <= 1e+06"),
+    ('{ "1" = "many" }', "classes.D.weights.1", "expected float"),
+    ('{ "1" = nan }', "classes.D.weights.1", "finite"),
+    ('[1, 2]', "classes.D.weights", "expected dict"),
+])
+def test_character_weight_errors_name_the_key(write_spec, table, key, reason):
+    bad = FONTS_SPEC.replace('D = "0123456789"', f'D = {{ chars = "0123456789", weights = {table} }}')
+    with pytest.raises(RegionSpecError) as info:
+        load_region(write_spec(bad))
+    assert info.value.key == key and reason in info.value.reason, str(info.value)
+
+
 def test_one_font_specs_keep_their_style_columns(write_spec):
     one = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', 'font = "OSP-DIN"')
     spec = load_region(write_spec(one))

@@ -43,6 +43,9 @@ class CharClass:
     # (character, glyph drawn for it): the label keeps the character, the pixels show the typeface's
     # glyph for the other one (a plate face whose "1" is a plain bar: ("1", "l"))
     draw_as: tuple[tuple[str, str], ...] = ()
+    # relative frequency of each character of `chars`, in order; () = all alike (a deployment that
+    # sees mostly one province's plates weighs its character up)
+    weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if not self.fonts:

@@ -60,7 +60,7 @@ MAX_COLORS = 64  # background colours, text colours
 MAX_STROKE_PX = 4.0  # |stroke weight change| in canvas pixels
 MAX_GRAPHICS = 32  # pictorial background variants per colour
 MAX_BACKGROUND_PIXELS = 64 * MAX_CANVAS_PIXELS  # all background layers (colours x variants) together
-MAX_WEIGHT = 1e6  # pattern weights are relative; bounded so their sum stays finite
+MAX_WEIGHT = 1e6  # pattern and character weights are relative; bounded so their sum stays finite
 
 
 def builtin_regions() -> list[str]:
@@ -165,6 +165,13 @@ class _Parser:
         v = self.get(table, key, where, float, default)
         if v is not None and v <= 0:
             raise self.fail(f"{where}.{key}" if where else key, f"must be > 0, got {v}")
+        return v
+
+    def weight(self, table: dict, key: str, where: str) -> float:
+        """A relative weight in (0, MAX_WEIGHT], 1 when absent."""
+        v = self.positive(table, key, where, 1.0)
+        if v > MAX_WEIGHT:
+            raise self.fail(f"{where}.{key}", f"must be <= {MAX_WEIGHT:g} (weights are relative), got {v:g}")
         return v
 
     def numbers(self, table: dict, key: str, where: str, n: int, default: Any = ...) -> tuple:
@@ -277,7 +284,7 @@ class _Parser:
                 value = {"chars": value}
             if not isinstance(value, dict):
                 raise self.fail(where, f"expected a string of characters or a table, got {value!r}")
-            self.unknown(value, {"chars", "font", "fit", "width_mm", "draw_as"}, where)
+            self.unknown(value, {"chars", "font", "fit", "width_mm", "draw_as", "weights"}, where)
             chars = self.get(value, "chars", where, str)
             self.at_most(chars, MAX_CLASS_CHARS, f"{where}.chars", "characters")
             if not chars or any(ch.isspace() for ch in chars) or len(set(chars)) != len(chars):
@@ -292,6 +299,7 @@ class _Parser:
                 raise self.fail(f"{where}.fit", f"expected one of {FIT_MODES}, got {fit!r}")
             width = self.positive(value, "width_mm", where, None)
             draw_as = self.parse_draw_as(value, chars, where)
+            weights = self.parse_char_weights(value, chars, where)
             for font in fonts:
                 missing = missing_glyphs(font, chars)
                 if missing:
@@ -300,8 +308,21 @@ class _Parser:
                 if missing:
                     raise self.fail(f"{where}.draw_as", f"glyphs {missing!r} are not in font {font.name}")
             out.append(CharClass(key=key, chars=chars, font=fonts[0], fit=fit, width_mm=width, fonts=fonts,
-                                 draw_as=draw_as))
+                                 draw_as=draw_as, weights=weights))
         return tuple(out)
+
+    def parse_char_weights(self, value: dict, chars: str, where: str) -> tuple[float, ...]:
+        """`weights = { "皖" = 20 }`: relative frequencies of some characters of the class (the rest
+        weigh 1). () when absent: every character alike."""
+        table = self.get(value, "weights", where, dict, {})
+        if not table:
+            return ()
+        out = dict.fromkeys(chars, 1.0)
+        for ch in table:
+            if len(ch) != 1 or ch not in chars:
+                raise self.fail(f"{where}.weights", f"{ch!r} is not a character of the class ({chars!r})")
+            out[ch] = self.weight(table, ch, f"{where}.weights")
+        return tuple(out.values())
 
     def parse_draw_as(self, value: dict, chars: str, where: str) -> tuple[tuple[str, str], ...]:
         """`draw_as = { "1" = "l" }`: characters of the class drawn with another glyph of its typefaces."""
@@ -486,9 +507,7 @@ class _Parser:
             self.unknown(p, {"pattern", "weight"}, where)
             tokens = tuple(self.get(p, "pattern", where, str).split())
             self.at_most(tokens, MAX_TOKENS, f"{where}.pattern", "tokens")
-            weight = self.positive(p, "weight", where, 1.0)
-            if weight > MAX_WEIGHT:
-                raise self.fail(f"{where}.weight", f"must be <= {MAX_WEIGHT:g} (weights are relative), got {weight:g}")
+            weight = self.weight(p, "weight", where)
             bad = [t for t in tokens if t != "/" and t not in known]
             if bad:
                 raise self.fail(f"{where}.pattern", f"unknown tokens {bad} (classes and separators: "
