@@ -78,6 +78,9 @@ Design decisions, and why:
   whole run on an AMD EPYC read br 0.938 / eu 0.667 / us 0.832 / cn 0.951 against `real`'s 0.833 /
   0.578 / 0.820 / 0.880, results/realism.txt; with 900 on the same CPU and seeds 0.958 / 0.644 / 0.791 /
   0.938, results/screening/finetune_900_epyc.txt: us +4.1 beyond the spread, the rest level).
+  `--finetune-mix F` draws a share F of each fine-tune batch from the seed's `default` pool instead
+  (replay); 0.5 read br 0.896 / eu 0.711 / us 0.814 / cn 0.942 against the pure fine-tune's 0.938 /
+  0.667 / 0.832 / 0.951, level or lower (results/screening/finetune_mix50.txt), so the default is 0.
   Training runs under CPU bfloat16
   autocast with channels-last tensors (2.4x faster per step on this AVX-512 BF16 CPU; `--fp32`
   for CPUs without bf16 units, where emulated bf16 is slower).
@@ -207,6 +210,7 @@ class Settings:
     batch: int = 64
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     finetune_lr: float = 1e-3
+    finetune_mix: float = 0.0  # real+default: share of each fine-tune batch drawn from the `default` pool (replay)
     c2st_epochs: int = 8
     c2st_seeds: int = 1
     pool_per_seed: bool = True  # a fresh pool per seed (DATA_SEED + 1000 seed); False: one pool for every seed
@@ -336,20 +340,33 @@ def balanced_weights(regions: list[str]) -> torch.Tensor:
     return torch.tensor([1.0 / counts[r] for r in regions])
 
 
+def mixed(real: Crops, synthetic: Crops, share: float) -> tuple[Crops, torch.Tensor | None]:
+    """Fine-tune data: the real crops, and with share > 0 also the synthetic ones, drawn so that a
+    `share` of each batch is synthetic (each part balanced over its regions). (crops, weights or None)."""
+    if share <= 0 or not synthetic.texts:
+        return real, None
+    norm = lambda w: w / w.sum()  # noqa: E731
+    weights = torch.cat([norm(balanced_weights(real.regions)) * (1 - share),
+                         norm(balanced_weights(synthetic.regions)) * share])
+    return Crops.cat([real, synthetic]), weights
+
+
 def train_recogniser(crops: Crops, charset: str, steps: int, lr: float, batch: int, seed: int,
                      model: CRNN | None = None, balance: bool = True, bf16: bool = False,
-                     plain_steps: int = 0) -> CRNN:
+                     plain_steps: int = 0, weights: torch.Tensor | None = None) -> CRNN:
     """CTC training on a pool with the recogniser's own augmentation: AdamW, one-cycle LR, batches
     drawn with replacement (balanced over regions when `balance`). A given model is fine-tuned.
     `bf16`: convolutions under CPU bfloat16 autocast with channels-last tensors; weights, optimiser,
     log-softmax and CTC stay float32. `plain_steps`: a model from scratch sees its crops without the
-    augmentation for its first steps (a curriculum; a given model always gets the augmentation)."""
+    augmentation for its first steps (a curriculum; a given model always gets the augmentation).
+    `weights`: per-crop sampling weights, instead of `balance`'s."""
     torch.manual_seed(seed)
     plain = plain_steps if model is None else 0
     model = model if model is not None else CRNN(len(charset))
     layout = torch.channels_last if bf16 else torch.contiguous_format
     model = model.to(memory_format=layout)
-    weights = balanced_weights(crops.regions) if balance else torch.ones(len(crops.texts))
+    if weights is None:
+        weights = balanced_weights(crops.regions) if balance else torch.ones(len(crops.texts))
     # fused: one kernel per step instead of a dozen per tensor (~2.5 ms less per step on this CPU)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -533,9 +550,9 @@ def source_job(source: str, seed: int, check: Crops | None) -> dict:
             if not ctx.real_train.region(*rs).texts:
                 continue  # no real training crops of this group (warned)
             grp, charset, on = GROUPS[g], ctx.charsets[g], [r for r in ctx.tested if r in rs]
-            model = train_recogniser(ctx.real_train.region(*rs), charset,
-                                     group_steps(s.finetune_steps, grp.finetune_steps), s.finetune_lr, s.batch,
-                                     seed, model=trained[g], bf16=s.bf16)
+            data, weights = mixed(ctx.real_train.region(*rs), pool.region(*rs), s.finetune_mix)
+            model = train_recogniser(data, charset, group_steps(s.finetune_steps, grp.finetune_steps),
+                                     s.finetune_lr, s.batch, seed, model=trained[g], bf16=s.bf16, weights=weights)
             out["plus"] |= score_regions(model, ctx.test.region(*rs), charset, on)
         out["plus_time_s"] = time.perf_counter() - t
     if source in ctx.sources and seed == 0:
@@ -600,7 +617,9 @@ def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[
           + ", ".join(f"{r}: train {count(real_train, r)} / test {count(test, r)}" for r in regions))
     print(f"stream options of `default`: {base or '(shipped defaults)'}; pool {s.pool} + check {s.n_check} crops per "
           f"synthetic source{' and seed' if s.pool_per_seed else ' (one pool for every seed)'}; "
-          f"batch {s.batch}, lr {s.lr:g} (fine-tune {s.finetune_lr:g}){', bf16 autocast' if s.bf16 else ', fp32'}; "
+          f"batch {s.batch}, lr {s.lr:g} (fine-tune {s.finetune_lr:g}"
+          f"{f', {s.finetune_mix:.0%} of each fine-tune batch from the default pool' if s.finetune_mix else ''})"
+          f"{', bf16 autocast' if s.bf16 else ', fp32'}; "
           f"seeds {seeds}; {jobs} job(s) at a time, {threads} thread(s) each; recognisers: " + "; ".join(
               f"{g} {'/'.join(rs)} ({len(charsets[g])} classes + blank): steps "
               f"{GROUPS[g].synthetic_steps(s.steps, GROUPS[g].init in groups)} synthetic"
@@ -703,6 +722,8 @@ def main(argv: list[str] | None = None) -> dict:
                       ("batch", int), ("plain-steps", int)):
         default = getattr(Settings, name.replace("-", "_"))
         ap.add_argument(f"--{name}", type=typ, help=f"default {default}")
+    ap.add_argument("--finetune-mix", type=float, help="real+default: share of each fine-tune batch drawn from the "
+                    f"`default` pool, in [0, 1) (replay; default {Settings.finetune_mix})")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny pools, one seed, a few steps (seconds)")
     ap.add_argument("--shared-pool", action="store_true", help="one synthetic pool for every seed (runs before "
                     "2026-12-01); default: a fresh pool per seed, so the spread includes the pool's variation")
@@ -750,6 +771,10 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in given.items():
         if v < (least := 0 if k == "plain_steps" else 1):
             ap.error(f"--{k.replace('_', '-')} must be >= {least}, got {v}")
+    if args.finetune_mix is not None:
+        if not 0 <= args.finetune_mix < 1:
+            ap.error(f"--finetune-mix must be in [0, 1), got {args.finetune_mix}")
+        given["finetune_mix"] = args.finetune_mix
     s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {}),
                     **({"pool_per_seed": False} if args.shared_pool else {})})
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):

@@ -197,6 +197,23 @@ def test_plain_steps_hold_the_augmentation_back_only_from_a_new_recogniser(reali
     assert calls == [4] * 5
 
 
+def test_finetune_mix_draws_its_share_of_each_batch_from_the_synthetic_pool(realism) -> None:
+    """--finetune-mix: real crops and the `default` pool together, weighted so a `share` of the draws is
+    synthetic and each part stays balanced over its regions; share 0 is the real crops alone."""
+    u8 = lambda n: torch.zeros(n, 3, 32, 128, dtype=torch.uint8)  # noqa: E731
+    real = realism.Crops(u8(4), ["A1", "A2", "A3", "B1"], ["us", "us", "us", "br"])
+    synth = realism.Crops(u8(6), ["S"] * 6, ["us", "br", "br", "br", "br", "br"])
+    data, w = realism.mixed(real, synth, 0.0)
+    assert data is real and w is None
+    data, w = realism.mixed(real, synth, 0.25)
+    assert data.texts == real.texts + synth.texts and len(w) == 10
+    assert torch.isclose(w[4:].sum(), torch.tensor(0.25)) and torch.isclose(w.sum(), torch.tensor(1.0))
+    assert torch.isclose(w[3], 0.375 * torch.ones(())) and torch.isclose(w[:3].sum(), torch.tensor(0.375))  # balanced
+    assert torch.isclose(w[4], 0.125 * torch.ones(())) and torch.isclose(w[5:].sum(), torch.tensor(0.125))
+    draws = torch.multinomial(w, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((draws >= 4).float().mean().item() - 0.25) < 0.02
+
+
 def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
     for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
                           (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
@@ -205,7 +222,8 @@ def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> 
                           (["--stream-options", '{"augment": "nope"}'], "--stream-options / --onnx"),
                           (["--real", str(tmp_path)], "labels.csv"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
-                          (["--plain-steps", "-1"], "--plain-steps must be >= 0")):
+                          (["--plain-steps", "-1"], "--plain-steps must be >= 0"),
+                          (["--finetune-mix", "1"], "--finetune-mix must be in [0, 1)")):
         with pytest.raises(SystemExit) as exc:
             realism.main(["--quick", *args])
         assert exc.value.code != 0 and message in capsys.readouterr().err, args
