@@ -113,8 +113,8 @@ trains `real`/`real+default`/C2ST. Tune only on the validation split.
 
     python benchmarks/realism.py [--real DIR] [--holdout DIR] [--regions br,eu,us,cn]
         [--sources clean,aug,gan,default,real,real+default] [--stream-options JSON] [--onnx PATH]
-        [--pool N] [--seeds K] [--steps S] [--real-steps S] [--finetune-steps S] [--shared-pool] [--fp32] [--quick]
-        [--plain-steps N] [--jobs J] [--threads T] [--json OUT] [--txt OUT]
+        [--pool N] [--seeds K] [--steps S] [--real-steps S] [--finetune-steps S] [--finetune-mix F]
+        [--shared-pool] [--fp32] [--quick] [--plain-steps N] [--jobs J] [--threads T] [--json OUT] [--txt OUT]
 """
 
 from __future__ import annotations
