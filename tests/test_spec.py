@@ -171,16 +171,23 @@ def test_draw_as_draws_another_glyph_and_keeps_the_label(write_spec):
     assert ink_b.sum() <= sum(ink_b[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in b.char_boxes[0].round().long().tolist())
 
 
-@pytest.mark.parametrize("table,key,reason", [
-    ('{ "X" = "l" }', "classes.D.draw_as", "not a character of the class"),
-    ('{ "12" = "l" }', "classes.D.draw_as", "not a character of the class"),
-    ('{ "1" = "ll" }', "classes.D.draw_as.1", "one non-space character"),
-    ('{ "1" = 1 }', "classes.D.draw_as.1", "one non-space character"),
-    ('{ "1" = "京" }', "classes.D.draw_as", "not in font"),
-    ('"1l"', "classes.D.draw_as", "expected dict"),
+@pytest.mark.parametrize("field,table,key,reason", [
+    ("draw_as", '{ "X" = "l" }', "classes.D.draw_as", "not a character of the class"),
+    ("draw_as", '{ "12" = "l" }', "classes.D.draw_as", "not a character of the class"),
+    ("draw_as", '{ "1" = "ll" }', "classes.D.draw_as.1", "one non-space character"),
+    ("draw_as", '{ "1" = 1 }', "classes.D.draw_as.1", "one non-space character"),
+    ("draw_as", '{ "1" = "京" }', "classes.D.draw_as", "not in font"),
+    ("draw_as", '"1l"', "classes.D.draw_as", "expected dict"),
+    ("weights", '{ "X" = 2 }', "classes.D.weights", "not a character of the class"),
+    ("weights", '{ "1" = 0 }', "classes.D.weights.1", "must be > 0"),
+    ("weights", '{ "1" = -2 }', "classes.D.weights.1", "must be > 0"),
+    ("weights", '{ "1" = 1e9 }', "classes.D.weights.1", "must be <= 1e+06"),
+    ("weights", '{ "1" = "many" }', "classes.D.weights.1", "expected float"),
+    ("weights", '{ "1" = nan }', "classes.D.weights.1", "finite"),
+    ("weights", '[1, 2]', "classes.D.weights", "expected dict"),
 ])
-def test_draw_as_errors_name_the_key(write_spec, table, key, reason):
-    bad = FONTS_SPEC.replace('D = "0123456789"', f'D = {{ chars = "0123456789", draw_as = {table} }}')
+def test_class_draw_as_and_weights_errors_name_the_key(write_spec, field, table, key, reason):
+    bad = FONTS_SPEC.replace('D = "0123456789"', f'D = {{ chars = "0123456789", {field} = {table} }}')
     with pytest.raises(RegionSpecError) as info:
         load_region(write_spec(bad))
     assert info.value.key == key and reason in info.value.reason, str(info.value)
@@ -205,22 +212,6 @@ def test_character_weights_set_how_often_each_character_is_drawn(write_spec):
     assert torch.equal(a.pattern, b.pattern) and torch.equal(a.style, b.style)
     assert [t[:3] for t in a.texts] == [t[:3] for t in b.texts]  # the letters: the same draws
     assert [t[3:] for t in a.texts] != [t[3:] for t in b.texts]
-
-
-@pytest.mark.parametrize("table,key,reason", [
-    ('{ "X" = 2 }', "classes.D.weights", "not a character of the class"),
-    ('{ "1" = 0 }', "classes.D.weights.1", "must be > 0"),
-    ('{ "1" = -2 }', "classes.D.weights.1", "must be > 0"),
-    ('{ "1" = 1e9 }', "classes.D.weights.1", "must be <= 1e+06"),
-    ('{ "1" = "many" }', "classes.D.weights.1", "expected float"),
-    ('{ "1" = nan }', "classes.D.weights.1", "finite"),
-    ('[1, 2]', "classes.D.weights", "expected dict"),
-])
-def test_character_weight_errors_name_the_key(write_spec, table, key, reason):
-    bad = FONTS_SPEC.replace('D = "0123456789"', f'D = {{ chars = "0123456789", weights = {table} }}')
-    with pytest.raises(RegionSpecError) as info:
-        load_region(write_spec(bad))
-    assert info.value.key == key and reason in info.value.reason, str(info.value)
 
 
 def test_one_font_specs_keep_their_style_columns(write_spec):
