@@ -49,9 +49,9 @@ class _Grammar:
     lengths: torch.Tensor  # (A,) int64
     slot_classes: tuple[tuple[str, ...], ...]  # class key per slot, per pattern
     style_sizes: tuple[int, ...]  # choices per style column
-    # classes with character weights: (A, S) bool slots drawn by weight, (A, S, C) float64 cumulative
-    # weights of each such slot (1 beyond its class); None when every class draws its characters alike
-    weighted: torch.Tensor | None = None
+    # classes with character weights: (A, S) int64 row of `cdf` per slot (-1: drawn alike), (K, C) float64
+    # cumulative weights of each weighted class (1 beyond its characters); None when no class has weights
+    cdf_row: torch.Tensor | None = None
     cdf: torch.Tensor | None = None
 
 
@@ -68,15 +68,16 @@ def grammar(spec: RegionSpec) -> _Grammar:
             chars = classes[k].chars
             n_chars[a, s] = len(chars)
             codes[a, s, : len(chars)] = [ord(ch) for ch in chars]
-    weighted, cdf = None, None
-    if any(c.weights for c in spec.classes):
-        weighted = torch.zeros(A, S, dtype=torch.bool)
-        cdf = torch.ones(A, S, C, dtype=torch.float64)
+    cdf_row, cdf = None, None
+    rows = {c.key: i for i, c in enumerate(c for c in spec.classes if c.weights)}
+    if rows:
+        cdf = torch.ones(len(rows), C, dtype=torch.float64)
+        for k, i in rows.items():
+            w = torch.tensor(classes[k].weights, dtype=torch.float64).cumsum(0)
+            cdf[i, : len(w)] = w / w[-1]
+        cdf_row = torch.full((A, S), -1, dtype=torch.int64)
         for a, keys in enumerate(slot_classes):
-            for s, k in enumerate(keys):
-                if classes[k].weights:
-                    w = torch.tensor(classes[k].weights, dtype=torch.float64).cumsum(0)
-                    weighted[a, s], cdf[a, s, : len(w)] = True, w / w[-1]
+            cdf_row[a, : len(keys)] = torch.tensor([rows.get(k, -1) for k in keys], dtype=torch.int64)
     style_sizes = (spec.n_background_slots, len(spec.text_colors)) + tuple(
         max(len(b.texts), 1) for b in spec.bands)
     if spec.n_fonts > 1:  # a last column picks the typeface (absent for one font: those streams are unchanged)
@@ -85,7 +86,7 @@ def grammar(spec: RegionSpec) -> _Grammar:
         weights=torch.tensor([p.weight for p in spec.patterns], dtype=torch.float64),
         n_chars=n_chars, codes=codes,
         lengths=torch.tensor([len(k) for k in slot_classes], dtype=torch.int64),
-        slot_classes=slot_classes, style_sizes=style_sizes, weighted=weighted, cdf=cdf,
+        slot_classes=slot_classes, style_sizes=style_sizes, cdf_row=cdf_row, cdf=cdf,
     )
 
 
@@ -102,10 +103,10 @@ def sample_text(spec: RegionSpec | str, n: int, generator: torch.Generator | Non
     u = torch.rand(n, g.n_chars.shape[1], generator=generator, dtype=torch.float64)
     n_chars = g.n_chars[pattern]  # (n, S)
     local = (u * n_chars).long().clamp_max_(n_chars - 1)  # (n, S)
-    if g.weighted is not None:  # weighted classes: the first character whose cumulative weight exceeds u
-        mask = g.weighted[pattern]  # (n, S)
-        rows = g.cdf[pattern][mask]  # (m, C)
-        pick = torch.searchsorted(rows, u[mask][:, None], right=True)[:, 0]  # (m,)
+    if g.cdf is not None:  # weighted classes: the first character whose cumulative weight exceeds u
+        row = g.cdf_row[pattern]  # (n, S)
+        mask = row >= 0
+        pick = torch.searchsorted(g.cdf[row[mask]], u[mask][:, None], right=True)[:, 0]  # (m,)
         local[mask] = torch.minimum(pick, n_chars[mask] - 1)
     lengths = g.lengths[pattern]
     local = local * (torch.arange(local.shape[1]) < lengths[:, None])  # padding -> 0
