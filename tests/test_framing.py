@@ -62,6 +62,33 @@ def test_white_plate_pixels_fill_exactly_the_labelled_quad():
     assert moved.shape == (6, 1, 4) and (moved[..., 2] > moved[..., 0]).all()
 
 
+def test_a_holder_frames_the_plate_in_its_surroundings_and_leaves_plate_and_labels_alone():
+    """p_holder: a flat frame (dark or silver) around the plate, as wide as `holder` plate heights: the
+    ring just outside the plate turns uniform, the plate's pixels, boxes and corners stay; with p_holder
+    0 (the default) nothing is drawn and no random number is used."""
+    plates = torch.ones(8, 3, 64, 256)
+    boxes = torch.tensor([[20.0, 10.0, 60.0, 54.0]]).expand(8, 1, 4).clone()
+    aspects = torch.full((8,), 4.0)
+    base = Framing(p_low_res=0.0, margin_x=(0.05, 0.1), margin_y=(0.15, 0.2))
+    plain = frame(plates, boxes, aspects, base, torch.Generator().manual_seed(4))
+    held = frame(plates, boxes, aspects, Framing(**{**base.__dict__, "p_holder": 1.0, "holder": (0.08, 0.1)}),
+                 torch.Generator().manual_seed(4))
+    assert torch.equal(plain[1], held[1]) and torch.equal(plain[2], held[2])  # labels unchanged
+    for a, b, quad in zip(plain[0], held[0], plain[2]):
+        inner = quad_mask(quad, (64, 256), inset=1.5)
+        assert torch.equal(a[:, inner], b[:, inner])  # the plate itself unchanged
+        # the holder: a ring 1-3 px outside the plate (its width is 0.08-0.1 of the ~35-px plate height)
+        ring = quad_mask(quad, (64, 256), inset=-2.5) & ~quad_mask(quad, (64, 256), inset=-1.0)
+        assert ring.sum() > 100
+        assert b[:, ring].std(1).max() < 0.01, "the holder is not one flat colour"
+        assert (a[:, ring] - b[:, ring]).abs().mean() > 0.02, "nothing drawn around the plate"
+        far = ~quad_mask(quad, (64, 256), inset=-8.0)  # beyond the holder: the surroundings as before
+        assert torch.equal(a[:, far], b[:, far])
+    none = frame(plates, boxes, aspects, Framing(**{**base.__dict__, "p_holder": 0.0}),
+                 torch.Generator().manual_seed(4))
+    assert torch.equal(none[0], plain[0])
+
+
 def test_low_resolution_keeps_geometry_and_changes_pixels():
     plates = torch.rand(8, 3, 64, 256, generator=torch.Generator().manual_seed(1))
     boxes = torch.tensor([[10.0, 10.0, 30.0, 50.0]]).expand(8, 1, 4).clone()
@@ -110,6 +137,7 @@ def test_same_seed_same_framed_batch_and_tight_framing_fills_the_crop():
 @pytest.mark.parametrize("bad, match", [
     (dict(margin_x=(0.2, 0.1)), "margin_x"), (dict(margin_y=(0.0, 0.6)), "margin_y"),
     (dict(low_res=(0.0, 0.5)), "low_res"), (dict(tilt_deg=90), "tilt_deg"), (dict(p_low_res=1.5), "p_low_res"),
+    (dict(p_holder=-0.1), "p_holder"), (dict(holder=(0.1, 0.6)), "holder"), (dict(holder=(0.2, 0.1)), "holder"),
 ])
 def test_bad_framing_is_refused(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import get_perspective_transform
 
 from ..renderer.device import to_device
 from .presets import resolve_preset
@@ -36,16 +37,18 @@ class Framing:
     perspective: float = 0.03  # corner jitter, fraction of the plate's width / height
     p_low_res: float = 0.3  # probability that a crop is seen at low resolution
     low_res: tuple[float, float] = (0.5, 0.9)  # resolution scale of a low-resolution crop
+    p_holder: float = 0.0  # probability that the plate sits in a holder: a dark (or silver) frame around it
+    holder: tuple[float, float] = (0.04, 0.12)  # the holder's width around the plate, fraction of its height
 
     def __post_init__(self):
-        limits = {"margin_x": 0.45, "margin_y": 0.45, "low_res": 1.0}  # highest allowed value of each range
+        limits = {"margin_x": 0.45, "margin_y": 0.45, "low_res": 1.0, "holder": 0.5}  # highest value of each range
         for name, top in limits.items():
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi <= top:
                 raise ValueError(f"Framing.{name} must be (low, high) with 0 <= low <= high <= {top}, got {(lo, hi)}")
         if self.low_res[0] <= 0:
             raise ValueError(f"Framing.low_res must be > 0, got {self.low_res}")
-        for name, top in (("tilt_deg", 45.0), ("perspective", 0.3), ("p_low_res", 1.0)):
+        for name, top in (("tilt_deg", 45.0), ("perspective", 0.3), ("p_low_res", 1.0), ("p_holder", 1.0)):
             if not 0 <= getattr(self, name) <= top:
                 raise ValueError(f"Framing.{name} must be in [0, {top}], got {getattr(self, name)}")
 
@@ -112,6 +115,48 @@ def low_resolution(images: torch.Tensor, framing: Framing, g: torch.Generator, i
     return out
 
 
+HOLDER_SILVER = 0.15  # share of holders that are silver instead of dark
+
+
+def holder_quads(quads: torch.Tensor, aspects: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """The plate quads (N, 4, 2) grown outward by `width` (N,) plate heights on every side, through
+    each plate's own perspective (a holder seen from the same camera). -> (N, 4, 2)."""
+    N = len(quads)
+    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]).expand(N, 4, 2)
+    M = get_perspective_transform(unit, quads.float())  # (N, 3, 3) plate unit square -> crop
+    ex, ey = width / aspects.float(), width  # (N,) the same width in plate-width and plate-height units
+    grown = unit + torch.stack([-ex, -ey, ex, -ey, ex, ey, -ex, ey], 1).view(N, 4, 2)
+    pts = torch.cat([grown, torch.ones(N, 4, 1)], -1) @ M.transpose(1, 2)
+    return pts[..., :2] / pts[..., 2:]
+
+
+def add_holders(backgrounds: torch.Tensor, quads: torch.Tensor, aspects: torch.Tensor, framing: Framing,
+                g: torch.Generator) -> torch.Tensor:
+    """Draw a holder (a flat dark or silver frame, framing.holder plate heights wide) behind a random
+    framing.p_holder share of the plates, into backgrounds (N, 3, H, W). Draws from g only when
+    p_holder > 0, so streams without holders keep their plates."""
+    N = len(quads)
+    if framing.p_holder <= 0:
+        return backgrounds
+    chosen = (torch.rand(N, generator=g) < framing.p_holder).nonzero().squeeze(1)  # (n,)
+    lo, hi = framing.holder
+    width = lo + (hi - lo) * torch.rand(N, generator=g)
+    silver = torch.rand(N, generator=g) < HOLDER_SILVER
+    grey = torch.where(silver, 0.55 + 0.25 * torch.rand(N, generator=g), 0.03 + 0.3 * torch.rand(N, generator=g))
+    tint = 1 + 0.06 * (torch.rand(N, 3, generator=g) * 2 - 1)  # (N, 3) a slight colour cast
+    if not len(chosen):
+        return backgrounds
+    dev, (H, W) = backgrounds.device, backgrounds.shape[-2:]
+    # a flat texture at crop resolution: the warp's coverage edge is one texture pixel wide, so a
+    # coarser texture would smear the holder's edge over the surroundings
+    colour = to_device((grey[:, None] * tint).clamp(0, 1)[chosen], dev)[:, :, None, None].expand(-1, 3, H, W)
+    held, _, _ = compose(backgrounds[to_device(chosen, dev)], colour.contiguous(), (H, W),
+                         torch.zeros(len(chosen), 1, 4), torch.ones(len(chosen), dtype=torch.int64),
+                         holder_quads(quads[chosen], aspects[chosen], width[chosen]))
+    backgrounds[to_device(chosen, dev)] = held
+    return backgrounds
+
+
 def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor, framing: Framing,
           g: torch.Generator, background_rng: torch.Generator | None = None
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,6 +170,7 @@ def frame(plates: torch.Tensor, char_boxes: torch.Tensor, aspects: torch.Tensor,
     N, _, H, W = plates.shape
     quads = sample_quads(aspects, (H, W), framing, g)
     backgrounds = to_device(procedural_backgrounds(N, (H, W), background_rng or g), plates.device)
+    backgrounds = add_holders(backgrounds, quads, aspects, framing, g)
     ones = torch.ones(N, dtype=torch.int64)
     crops, boxes, corners = compose(backgrounds, plates, (H, W), char_boxes, ones, quads)
     # crops is compose's fresh output: low resolution in place; warps can overshoot [0, 1] by rounding
