@@ -150,10 +150,11 @@ def add_holders(backgrounds: torch.Tensor, quads: torch.Tensor, aspects: torch.T
     # a flat texture at crop resolution: the warp's coverage edge is one texture pixel wide, so a
     # coarser texture would smear the holder's edge over the surroundings
     colour = to_device((grey[:, None] * tint).clamp(0, 1)[chosen], dev)[:, :, None, None].expand(-1, 3, H, W)
-    held, _, _ = compose(backgrounds[to_device(chosen, dev)], colour.contiguous(), (H, W),
-                         torch.zeros(len(chosen), 1, 4), torch.ones(len(chosen), dtype=torch.int64),
+    idx = to_device(chosen, dev)
+    held, _, _ = compose(backgrounds[idx], colour.contiguous(), (H, W), torch.zeros(len(chosen), 1, 4),
+                         torch.ones(len(chosen), dtype=torch.int64),
                          holder_quads(quads[chosen], aspects[chosen], width[chosen]))
-    backgrounds[to_device(chosen, dev)] = held
+    backgrounds[idx] = held
     return backgrounds
 
 
