@@ -42,7 +42,7 @@ def _canvas(s: str) -> tuple[str, list[int]]:
 # Options that define a run: fixed by its checkpoint, refused with --resume (argparse dests).
 _RUN_DEFINING = ("real", "labels", "out", "generator", "batch_size", "lr", "l1_weight", "seed", "val_percent",
                  "min_per_group", "regions", "canvas", "render_weight", "structure_weight", "init",
-                 "text_weight", "reader_steps", "paired_weight", "paired_any_layout")
+                 "text_weight", "reader_steps", "reader_real", "paired_weight", "paired_any_layout")
 _UNSET = object()
 
 
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                          "they still read as the render's text (text preservation; 0 = off)")
     ap.add_argument("--reader-steps", type=int, default=1000,
                     help="with --text-weight: training steps of each frozen reader (Latin, cn), once per run")
+    ap.add_argument("--reader-real", action="store_true",
+                    help="with --text-weight: the readers also learn the real training crops (half of each "
+                         "batch), so a translated render may take the real plates' glyph shapes and still read")
     ap.add_argument("--paired-weight", type=float, default=0.0,
                     help="weight of the paired term: each real crop with a text also gets a clean render of that "
                          "text, aligned to it, and the generator learns outline(render) -> the crop (0 = off)")
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.real or not args.out:
                 ap.error("--real and --out are required (or --resume RUN_DIR)")
+            if args.reader_real and args.text_weight <= 0:
+                ap.error("--reader-real needs --text-weight > 0 (it changes the text loss's readers)")
             if args.text_weight < 0 or args.reader_steps < 1 or args.paired_weight < 0:
                 ap.error("--text-weight and --paired-weight must be >= 0 and --reader-steps >= 1")
             if args.epochs < 1 or args.batch_size < 2:
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                               min_per_group=args.min_per_group, render_weight=args.render_weight,
                               structure_weight=args.structure_weight, init=args.init,
                               text_weight=args.text_weight, reader_steps=args.reader_steps,
+                              reader_real=args.reader_real,
                               paired_weight=args.paired_weight, paired_any_layout=args.paired_any_layout,
                               regions=tuple(args.regions.split(",")) if args.regions else None,
                               canvases=dict(args.canvas))

@@ -13,11 +13,13 @@ from fixtures import make_real
 from plateaug.generator.checkpoint import load_checkpoint
 from plateaug.models.crnn import CRNN
 from plateaug.train import main
+from plateaug.training.realdata import RealGroup
 from plateaug.training.text_reader import (
     Reader,
     encode,
     mixed_batch,
     nuisance,
+    real_crops,
     script_charset,
     script_of,
     train_reader,
@@ -94,6 +96,35 @@ def test_train_reader_learns_and_is_frozen_and_leaves_global_rng_alone():
     assert torch.equal(again.model.head.weight, train_reader("latin", 2, seed=0, batch=8).model.head.weight)
 
 
+def test_real_crops_keep_the_scripts_spellable_texts_at_reader_size():
+    def group(region, texts):
+        return RealGroup(region, torch.rand(len(texts), 3, 48, 96), [f"{region}{i}.png" for i in range(len(texts))],
+                         texts)
+
+    groups = {"us": group("us", ["ABC123", "", "AB-12", "XY9"]), "br": group("br", ["QWE1234"]),
+              "cn": group("cn", ["皖A12345"])}
+    images, texts = real_crops(groups, "latin", script_charset("latin"))
+    assert texts == ["ABC123", "XY9", "QWE1234"]  # us first (SCRIPTS order); no text or a '-': left out
+    assert images.shape == (3, 3, 32, 128) and 0 <= images.min() and images.max() <= 1
+    assert torch.allclose(images[0].mean(), groups["us"].images[0].mean(), atol=0.05)
+    cn_images, cn_texts = real_crops(groups, "cn", script_charset("cn"))
+    assert cn_texts == ["皖A12345"] and cn_images.shape == (1, 3, 32, 128)
+    assert real_crops({"eu": group("eu", ["??"])}, "latin", script_charset("latin")) is None
+
+
+def test_train_reader_with_real_crops_learns_them():
+    """Half of each batch comes from the real crops: a reader trained with crops of one text
+    (a pattern renders never show) reads that text from them far better than one trained without."""
+    stripes = torch.zeros(8, 3, 32, 128)
+    stripes[:, :, 8:24, ::16] = 1.0  # vertical bars: something no render looks like
+    real = (stripes, ["1111111"] * 8)
+    with_real = train_reader("latin", 30, seed=0, batch=16, real=real)
+    without = train_reader("latin", 30, seed=0, batch=16)
+    assert with_real.loss(stripes, real[1]).item() < 0.5 * without.loss(stripes, real[1]).item()
+    again = train_reader("latin", 2, seed=0, batch=8, real=real)
+    assert torch.equal(again.model.head.weight, train_reader("latin", 2, seed=0, batch=8, real=real).model.head.weight)
+
+
 def test_text_weight_trains_logs_checkpoints_readers_and_resumes_exactly(tmp_path):
     real = make_real(tmp_path / "real")
     extra = ["--render-weight", "1", "--text-weight", "5", "--reader-steps", "2"]
@@ -117,6 +148,21 @@ def test_text_weight_trains_logs_checkpoints_readers_and_resumes_exactly(tmp_pat
     assert ckpt["text_readers"]["cn"]["charset"] == script_charset("cn")
     resumed = load_checkpoint(split / "last.pt")["text_readers"]["latin"]["state_dict"]
     assert all(torch.equal(v, resumed[k]) for k, v in ckpt["text_readers"]["latin"]["state_dict"].items())
+
+
+def test_reader_real_is_recorded_and_needs_the_text_loss(tmp_path, capsys):
+    real = make_real(tmp_path / "real")
+    with pytest.raises(SystemExit):
+        main(["--real", str(real), "--out", str(tmp_path / "n"), *TINY, "--reader-real"])
+    assert "--reader-real needs --text-weight" in capsys.readouterr().err and not (tmp_path / "n").exists()
+    out = tmp_path / "r"
+    with pytest.warns(UserWarning, match="raise --reader-steps"):
+        assert main(["--real", str(real), "--out", str(out), *TINY, "--render-weight", "1", "--text-weight", "5",
+                     "--reader-steps", "2", "--reader-real"]) == 0
+    assert load_checkpoint(out / "last.pt")["config"]["reader_real"] is True
+    with pytest.raises(SystemExit):
+        main(["--resume", str(out), "--reader-real"])
+    assert "--reader-real cannot be changed" in capsys.readouterr().err
 
 
 def test_text_weight_errors(tmp_path, capsys):

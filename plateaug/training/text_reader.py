@@ -25,6 +25,7 @@ from torch import nn
 from ..models.crnn import CRNN, INPUT_SIZE, greedy_decode, with_charset
 from ..renderer.spec_loader import load_region
 from ..stream.seeding import share
+from .realdata import RealGroup
 from .unpaired import RENDER_SPECS, render_batch
 
 SCRIPTS = {"latin": ("us", "br", "eu"), "cn": ("cn",)}  # script -> real-data regions it reads
@@ -134,10 +135,29 @@ def mixed_batch(regions: tuple[str, ...], n: int, g: torch.Generator,
     return torch.cat(parts), texts
 
 
+def real_crops(groups: dict[str, RealGroup], script: str, charset: str) -> tuple[torch.Tensor, list[str]] | None:
+    """The real crops of a script's regions whose text the reader can spell, resized to its input:
+    ((N, 3, 32, 128) in [0, 1], texts), or None if there are none."""
+    parts, texts = [], []
+    for region in SCRIPTS[script]:
+        grp = groups.get(region)
+        if grp is None:
+            continue
+        keep = [i for i, t in enumerate(grp.texts) if t and set(t) <= set(charset)]
+        if keep:
+            parts.append(F.interpolate(grp.images[keep], size=INPUT_SIZE, mode="bilinear", align_corners=False,
+                                       antialias=True))
+            texts += [grp.texts[i] for i in keep]
+    return (torch.cat(parts), texts) if parts else None
+
+
 def train_reader(script: str, steps: int, seed: int, batch: int = 64, lr: float = 3e-3,
-                 start: Reader | None = None, device: torch.device | str = "cpu") -> Reader:
+                 start: Reader | None = None, device: torch.device | str = "cpu",
+                 real: tuple[torch.Tensor, list[str]] | None = None) -> Reader:
     """Train a CRNN on fresh renders (with `nuisance`) of a script's regions, then freeze it.
-    `start`: warm-start from another script's reader (shared characters and every layer)."""
+    `start`: warm-start from another script's reader (shared characters and every layer).
+    `real`: real crops (N, 3, 32, 128) and their texts (`real_crops`) that fill half of every batch,
+    so the reader also knows the real plates' glyphs and a translation may take their shapes."""
     charset = script_charset(script)
     with torch.random.fork_rng(devices=[]):  # the new head rows' initialisation: seeded, caller's RNG untouched
         torch.manual_seed(seed)
@@ -149,8 +169,13 @@ def train_reader(script: str, steps: int, seed: int, batch: int = 64, lr: float 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(seed)
     regions = SCRIPTS[script]
+    n_real = batch // 2 if real is not None else 0
     for _ in range(steps):
-        images, texts = mixed_batch(regions, batch, g, device)
+        images, texts = mixed_batch(regions, batch - n_real, g, device)
+        if n_real:
+            pick = torch.randint(len(real[1]), (n_real,), generator=g)
+            images = torch.cat([images, nuisance(real[0][pick].to(device), g)])
+            texts = texts + [real[1][i] for i in pick.tolist()]
         loss = ctc(model(images).log_softmax(-1), texts, charset)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,10 +185,15 @@ def train_reader(script: str, steps: int, seed: int, batch: int = 64, lr: float 
     return Reader(freeze(model), charset)
 
 
-def train_readers(steps: int, seed: int, device: torch.device | str = "cpu") -> dict[str, Reader]:
-    """The Latin reader from scratch, then the cn reader warm-started from it (`steps` each)."""
-    latin = train_reader("latin", steps, seed, device=device)
-    return {"latin": latin, "cn": train_reader("cn", steps, seed + 1, start=latin, device=device)}
+def train_readers(steps: int, seed: int, device: torch.device | str = "cpu",
+                  real: dict[str, RealGroup] | None = None) -> dict[str, Reader]:
+    """The Latin reader from scratch, then the cn reader warm-started from it (`steps` each);
+    `real` (region -> training crops with texts): half of every batch from them (`train_reader`)."""
+    def crops(script: str) -> tuple[torch.Tensor, list[str]] | None:
+        return real_crops(real, script, script_charset(script)) if real else None
+
+    latin = train_reader("latin", steps, seed, device=device, real=crops("latin"))
+    return {"latin": latin, "cn": train_reader("cn", steps, seed + 1, start=latin, device=device, real=crops("cn"))}
 
 
 @torch.no_grad()

@@ -56,6 +56,7 @@ class TrainConfig:
     init: str | None = None  # start the generator (and its EMA) from this checkpoint's EMA weights
     text_weight: float = 0.0  # with render_weight: CTC loss of a frozen reader on translated renders (0 = off)
     reader_steps: int = 1000  # training steps of each frozen reader (text_reader.py), once per run
+    reader_real: bool = False  # the readers also learn the real training crops (half of each batch)
     paired_weight: float = 0.0  # L1 on pairs (training/pairs.py): outline(render of a real crop's text) -> the crop
     paired_any_layout: bool = False  # pairs also for texts no pattern accepts, drawn in a plain row (pairs.free_spec)
 
@@ -312,7 +313,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(plain(asdict(cfg)), indent=1))
         if cfg.text_weight > 0 and self.readers is None:  # once per run; the checkpoint keeps them
-            self.readers = train_readers(cfg.reader_steps, _seed(cfg.seed, 7919) % 2**31, self.device)
+            self.readers = train_readers(cfg.reader_steps, _seed(cfg.seed, 7919) % 2**31, self.device,
+                                         real=self.data.train if cfg.reader_real else None)
             self.reader_accuracy = {k: read_accuracy(r, k, 192, _seed(cfg.seed, 7920) % 2**31)
                                     for k, r in self.readers.items()}
             bar_note = " ".join(f"{k}={v:.3f}" for k, v in self.reader_accuracy.items())
