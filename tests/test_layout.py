@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "plateaug"
-ENTRY_POINTS = {"render", "train", "export", "generate"}
+ENTRY_POINTS = {"render", "train", "export", "generate", "glyphs"}
 STAGES = {"renderer", "models", "generator", "training", "stream", "writers"}
 
 

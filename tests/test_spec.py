@@ -141,8 +141,8 @@ def test_font_list_errors_name_the_key(write_spec):
     with pytest.raises(RegionSpecError, match=r"\[text.font\].*NoSuchFont"):
         load_region(write_spec(bad))
     many = FONTS_SPEC.replace('font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]', "font = [" + ", ".join(
-        ['"OSP-DIN"'] * 9) + "]")
-    with pytest.raises(RegionSpecError, match=r"\[text.font\].*1 to 8 fonts"):
+        ['"OSP-DIN"'] * 17) + "]")
+    with pytest.raises(RegionSpecError, match=r"\[text.font\].*1 to 16 fonts"):
         load_region(write_spec(many))
     cjk = FONTS_SPEC.replace('D = "0123456789"', 'D = { chars = "0123456789", font = ["OSP-DIN", "NotoSansSC-Bold"] }')
     assert load_region(write_spec(cjk, "cjk")).n_fonts == 2
@@ -233,5 +233,10 @@ def test_every_bundled_font_is_documented_with_its_licence():
         assert row is not None, f"{name} is not in fonts/README.md"
         licences = [w.strip("`:,.") for w in row.split() if w.strip("`:,.").startswith("LICENSE-")]
         assert licences and all((FONTS_DIR / lic).is_file() for lic in licences), (name, licences)
+    faces = sorted(p.name for p in FONTS_DIR.iterdir() if p.is_dir())  # bitmap typefaces: a row per family
+    for name in faces:
+        family = name.rsplit("_", 1)[0]
+        row = next((r for r in rows if f"`{family}_0`" in r), None)
+        assert row is not None and ("AGPL-3.0" in row or "MIT" in row), f"{name} is not in fonts/README.md"
     used = {f.name for r in builtin_regions() for c in load_region(r).classes for f in c.fonts}
-    assert used <= set(fonts) and {"BarlowSemiCondensed-SemiBold.ttf", "Oswald-Medium.ttf"} <= used
+    assert used <= set(fonts) | set(faces) and {"BarlowSemiCondensed-SemiBold.ttf", "Oswald-Medium.ttf"} <= used

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .bitmap_font import load_bitmap_typeface
 from .layout import Layout, layout_pattern
 from .spec import RegionSpec
 
@@ -21,7 +22,15 @@ def _font(path: Path, size: int) -> ImageFont.FreeTypeFont:
 
 
 def glyph_ink(font: Path, text: str, px: int = 160) -> Image.Image:
-    """`text` drawn white on black at `px` size, cropped to its ink (mode L)."""
+    """`text` drawn white on black at `px` size, cropped to its ink (mode L). `font` may be a bitmap
+    typeface (a folder, bitmap_font.py): its image of the character, else its fallback font's glyph."""
+    if font.is_dir():
+        tf = load_bitmap_typeface(font)
+        if text in tf.glyphs:
+            return tf.glyphs[text]
+        if tf.fallback is None:
+            raise ValueError(f"{text!r} has no image in bitmap typeface {font} and it names no fallback font")
+        font = tf.fallback
     f = _font(font, px)
     x0, y0, x1, y1 = f.getbbox(text)
     img = Image.new("L", (x1 - x0 + 8, y1 - y0 + 8), 0)

@@ -14,6 +14,7 @@ from typing import Any
 from fontTools.ttLib import TTFont
 from PIL import ImageFont
 
+from .bitmap_font import bitmap_missing, is_bitmap_typeface, load_bitmap_typeface
 from .graphics import SHAPES
 from .layout import layout_pattern
 from .spec import (
@@ -36,7 +37,7 @@ from .spec import (
     Separator,
 )
 
-MAX_FONTS = 8  # typefaces a class may vary over
+MAX_FONTS = 16  # typefaces a class may vary over
 
 # What one spec may ask for: generous for real plates (the shipped specs use a small fraction),
 # tight enough that a malformed or hostile file fails with a RegionSpecError naming the key
@@ -204,6 +205,13 @@ class _Parser:
     def font(self, value: Any, key: str) -> Path:
         if not isinstance(value, str) or not value:
             raise self.fail(key, f"expected a font name or path, got {value!r}")
+        for cand in (FONTS_DIR / value, self.path.parent / value):  # a bitmap typeface (folder)
+            if is_bitmap_typeface(cand):
+                try:
+                    load_bitmap_typeface(cand.resolve())
+                except ValueError as e:
+                    raise self.fail(key, str(e)) from None
+                return cand.resolve()
         for cand in (FONTS_DIR / f"{value}.ttf", FONTS_DIR / f"{value}.otf", self.path.parent / value):
             if cand.is_file():
                 try:
@@ -212,8 +220,9 @@ class _Parser:
                     raise self.fail(key, f"font {cand} cannot be read: {e}") from None
                 return cand.resolve()
         shipped = sorted(p.stem for p in FONTS_DIR.iterdir() if p.suffix in (".ttf", ".otf"))
+        shipped += sorted(p.name for p in FONTS_DIR.iterdir() if is_bitmap_typeface(p))
         raise self.fail(key, f"font {value!r} not found (shipped: {', '.join(shipped)}; "
-                             f"or a path relative to the spec)")
+                             f"or a path relative to the spec: a font file or a bitmap typeface folder)")
 
     def fonts(self, value: Any, key: str) -> tuple[Path, ...]:
         """One font, or a list of fonts of which each plate draws one (typeface variety)."""
@@ -547,6 +556,9 @@ def _cmap(font: Path) -> frozenset[int]:
 
 
 def missing_glyphs(font: Path, chars: str) -> str:
-    """Characters of `chars` that the font has no glyph for (read from its cmap)."""
+    """Characters of `chars` that the font has no glyph for (read from its cmap; a bitmap typeface:
+    neither an image nor a glyph of its fallback)."""
+    if font.is_dir():
+        return bitmap_missing(font, chars, _cmap)
     cmap = _cmap(font)
     return "".join(ch for ch in chars if ord(ch) not in cmap)
