@@ -80,3 +80,27 @@ def onnx_exports(model: nn.Module, folder: Path) -> dict[torch.dtype, Path]:
 
     return {torch.float32: export_onnx(model, folder / "g.onnx", verify=False).path,
             torch.float16: export_onnx(model, folder / "g_fp16.onnx", fp16=True, verify=False).path}
+
+
+def digits_spec(fonts: str, name: str = "fonts") -> str:
+    """A region spec of six digits in one row, black on white, 300 x 100 mm, 64 x 192 px; `fonts`
+    is the TOML value of its text font (a name or a list)."""
+    return f"""\
+name = "{name}"
+size_mm = [300, 100]
+canvas_px = [64, 192]
+[background]
+colors = ["#ffffff"]
+[text]
+colors = ["#000000"]
+font = {fonts}
+[classes]
+D = "0123456789"
+[[rows]]
+y_mm = 15
+height_mm = 70
+char_width_mm = 40
+gap_mm = 8
+[[patterns]]
+pattern = "D D D D D D"
+"""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import digits_spec
 from PIL import Image
 
 from plateaug import encode_texts, render
@@ -15,25 +16,7 @@ from plateaug.renderer.bitmap_font import load_bitmap_typeface
 from plateaug.renderer.spec import RegionSpecError
 from plateaug.renderer.spec_loader import load_region
 
-SPEC = """\
-name = "bitmap"
-size_mm = [300, 100]
-canvas_px = [64, 192]
-[background]
-colors = ["#ffffff"]
-[text]
-colors = ["#000000"]
-font = ["DejaVuSansCondensed-Bold", "{face}"]
-[classes]
-D = "0123456789"
-[[rows]]
-y_mm = 15
-height_mm = 70
-char_width_mm = 40
-gap_mm = 8
-[[patterns]]
-pattern = "D D D D D D"
-"""
+SPEC = digits_spec('["DejaVuSansCondensed-Bold", "{face}"]', "bitmap")
 
 
 def make_typeface(folder: Path, glyphs: dict[str, np.ndarray], meta: str = 'fallback = "DejaVuSansCondensed-Bold"\n'):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import digits_spec
 
 from plateaug import RegionSpecError, builtin_regions, load_region, sample_text
 
@@ -93,25 +94,7 @@ def test_malformed_spec_errors(write_spec, mini_spec_text, case, edit, key, reas
     assert str(path.resolve()) in str(err) and key in str(err)
 
 
-FONTS_SPEC = """\
-name = "fonts"
-size_mm = [300, 100]
-canvas_px = [64, 192]
-[background]
-colors = ["#ffffff"]
-[text]
-colors = ["#000000"]
-font = ["OSP-DIN", "DejaVuSansCondensed-Bold"]
-[classes]
-D = "0123456789"
-[[rows]]
-y_mm = 15
-height_mm = 70
-char_width_mm = 40
-gap_mm = 8
-[[patterns]]
-pattern = "D D D D D D"
-"""
+FONTS_SPEC = digits_spec('["OSP-DIN", "DejaVuSansCondensed-Bold"]')
 
 
 def test_a_font_list_gives_each_plate_one_typeface(write_spec):
