@@ -171,3 +171,41 @@ def test_a_cell_cut_is_white_ink_on_black_whatever_the_plates_colours():
     noise = torch.rand(40, 24, generator=torch.Generator().manual_seed(0))
     assert cut_cell(noise, rendered) is None  # no character there: no cut
     assert cut_cell(torch.full((40, 24), 0.5), rendered) is None  # a flat cell: no cut
+
+
+def test_the_plates_border_is_not_cut_into_a_glyph_but_a_glyphs_own_bar_is():
+    from plateaug.training.real_glyphs import border_rows, cut_cell
+
+    rendered = torch.full((40, 96), 0.9)  # a line of four cells, dark ink on a light plate
+    for x in (4, 28, 52, 76):
+        rendered[8:34, x: x + 4] = 0.1  # a stem per cell
+    rendered[8:12, 4:18] = 0.1  # the first cell's own bar (a Γ), one cell wide
+    real = rendered.clone()
+    real[3:7] = 0.1  # the real plate's dark border runs along the whole line, touching the glyphs
+    rows = border_rows(real, rendered, 0, 96)
+    assert rows[3:7].all() and rows[2] and rows[7]  # the border and its edge rows
+    assert not rows[9:].any() and not rows[:2].any()  # the bar (rows 8-11) spans one cell: text, kept
+    plain = cut_cell(real[:, :24], rendered[:, :24])
+    clean = cut_cell(real[:, :24], rendered[:, :24], rows)
+    assert plain is not None and clean is not None
+    # without the border rows the cut starts at the glyph's bar (rows 8-33: 26 rows, 4x upsampled)
+    assert clean[0].shape[0] < plain[0].shape[0] and abs(clean[0].shape[0] - 4 * 26) <= 4
+    assert clean[0][:8].mean() > 200  # its top is the bar, full width
+    assert not border_rows(torch.full((40, 96), 0.1), rendered, 0, 96).any()  # no contrast: nothing to tell
+
+
+def test_a_crop_whose_middle_rows_look_like_ink_across_the_line_gives_no_glyphs():
+    from plateaug.training.real_glyphs import cut_glyphs
+    from plateaug.training.realdata import RealGroup
+
+    texts = ["皖A12345", "皖B67890", "皖C24680", "皖D13579"]
+    images = render("cn_blue", encode_texts("cn_blue", texts)).images.clamp(0, 1)  # (4, 3, H, W) light ink
+    H = images.shape[2]
+
+    def cut(rows: slice) -> int:
+        striped = images.clone()
+        striped[:, :, rows] = 1.0  # a light stripe along the whole plate: ink-like across the line
+        return len(cut_glyphs(RealGroup("cn", striped, [f"p{k}" for k in range(4)], texts), "cn_blue"))
+
+    assert cut(slice(0, 2)) >= 4 * 5  # along the plate's edge: the glyphs are still cut
+    assert cut(slice(H // 2, H // 2 + 2)) == 0  # through the text's middle: the crop is not trusted

@@ -39,6 +39,7 @@ MIN_SCORE = 0.3  # fit of the whole crop (normalised cross-correlation of outlin
 MIN_CORR = 0.35  # correlation of a cell's luminance with the render's below which the cell gives no glyph
 MIN_CONTRAST = 0.08  # ink-to-background luminance difference below which a cell gives no glyph
 NEAR = 8  # real ink counts within (cell height / NEAR) px of the render's ink
+BORDER = 0.8  # share of the text line's width above which a row of real ink is the plate's border, not text
 UPSCALE = 4  # cells are cut at the render's resolution and upsampled before sharpening
 SHARPNESS = 12.0  # slope of the sigmoid that turns the normalised luminance into crisp ink
 
@@ -57,10 +58,28 @@ def _luminance(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
 
 
-def cut_cell(real: torch.Tensor, rendered: torch.Tensor) -> tuple[np.ndarray, float] | None:
+def border_rows(real: torch.Tensor, rendered: torch.Tensor, x0: int, x1: int) -> torch.Tensor:
+    """An aligned real crop and its render, (H, W) luminance each, and the text line's columns ->
+    (H,) bool: the rows where the real crop looks like ink across (BORDER of) the whole line, the
+    plate's border or the car behind it; no row of text does (characters have gaps between them)
+    and a glyph's own bar spans one cell. Each such row takes its neighbours (anti-aliased edges)."""
+    real, rendered = real[:, x0:x1], rendered[:, x0:x1]
+    ink = (rendered - rendered.median()).abs() > 0.25  # the render's ink (its background is most of the line)
+    if ink.sum() < 4 or (~ink).sum() < 4:
+        return torch.zeros(real.shape[0], dtype=torch.bool)
+    fg, bg = real[ink].median(), real[~ink].median()
+    if (fg - bg).abs() < MIN_CONTRAST:
+        return torch.zeros(real.shape[0], dtype=torch.bool)
+    rows = (((real - bg) / (fg - bg)) > 0.5).float().mean(1) >= BORDER  # (H,)
+    return F.max_pool1d(rows[None].float(), 3, stride=1, padding=1)[0] > 0
+
+
+def cut_cell(real: torch.Tensor, rendered: torch.Tensor, border: torch.Tensor | None = None
+             ) -> tuple[np.ndarray, float] | None:
     """One character cell of an aligned real crop and of its render, (h, w) luminance each ->
     the real glyph as crisp white-on-black ink cropped to itself (uint8) and the cells'
-    correlation, or None when the cell does not show the render's character clearly."""
+    correlation, or None when the cell does not show the render's character clearly. `border`,
+    (h,) bool, marks rows of the plate's border (`border_rows`): no ink is cut from them."""
     a, b = real - real.mean(), rendered - rendered.mean()
     corr = float((a * b).sum() / (a.norm() * b.norm() + 1e-6))
     if abs(corr) < MIN_CORR:
@@ -77,6 +96,8 @@ def cut_cell(real: torch.Tensor, rendered: torch.Tensor) -> tuple[np.ndarray, fl
     r = max(2, real.shape[0] // NEAR)
     near = F.max_pool2d(ink[None, None].float(), 2 * r + 1, stride=1, padding=r)[0, 0]
     cover = cover * near
+    if border is not None:
+        cover[border] = 0
     up = F.interpolate(cover[None, None], scale_factor=UPSCALE, mode="bicubic", align_corners=False)[0, 0]
     up = torch.sigmoid((up - 0.5) * SHARPNESS)
     ys, xs = torch.nonzero(up > 0.5, as_tuple=True)
@@ -120,11 +141,16 @@ def cut_glyphs(group: RealGroup, spec: RegionSpec | str, min_score: float = MIN_
     layouts = get_renderer(spec, "cpu").glyphs.layouts
     out = []
     for n in torch.nonzero(score >= min_score).flatten().tolist():
-        for s, slot in enumerate(layouts[int(patterns[n])].chars):
+        slots = layouts[int(patterns[n])].chars
+        border = border_rows(real_l[n], render_l[n], min(c.x for c in slots), max(c.x + c.w for c in slots))
+        top, bottom = min(c.y for c in slots), max(c.y + c.h for c in slots)
+        if border[top + (bottom - top) // 5: bottom - (bottom - top) // 5].any():
+            continue  # "ink" across the text's middle rows: the crop's light does not tell ink from plate
+        for s, slot in enumerate(slots):
             pad = max(1, slot.w // 6)  # real glyphs may be a little wider than the render's cell
             x0, x1 = max(0, slot.x - pad), min(W, slot.x + slot.w + pad)
             y0, y1 = max(0, slot.y - 1), min(H, slot.y + slot.h + 1)
-            cut = cut_cell(real_l[n, y0:y1, x0:x1], render_l[n, y0:y1, x0:x1])
+            cut = cut_cell(real_l[n, y0:y1, x0:x1], render_l[n, y0:y1, x0:x1], border[y0:y1])
             if cut is not None:
                 ch = spec.class_map[slot.key].glyph(texts[n][s])
                 out.append(Glyph(ch, cut[1] * float(score[n]), cut[0]))
