@@ -192,6 +192,33 @@ def test_emblem_is_drawn_between_the_groups_and_labels_are_unchanged(write_spec,
     assert float(plates.images[:, :, :, x0:x1].amin()) < 0.3
 
 
+def test_arms_separator_is_a_shield_with_its_cross_cut_out_and_labels_are_unchanged(write_spec, mini_spec_text):
+    """The Slovak arms sit in their slot as a half-tone shield whose double cross shows the plate
+    through; the characters, their boxes and the label are those of a plain gap."""
+    from plateaug import encode_texts
+
+    arms = load_region(write_spec(_emblem_spec(mini_spec_text, '"*" = { shape = "arms", width_mm = 30, size_mm = 55 }'),
+                                  "arms"))
+    gap = load_region(write_spec(_emblem_spec(mini_spec_text, '"*" = { shape = "space", width_mm = 30 }'), "gap"))
+    plate = render(arms, encode_texts(arms, ["ABC123"], pattern=torch.tensor([1])))
+    plain = render(gap, encode_texts(gap, ["ABC123"], pattern=torch.tensor([1])))
+    assert plate.texts == ["ABC123"] and torch.equal(plate.char_boxes, plain.char_boxes)
+    boxes = plain.char_boxes[0].round().long().tolist()
+    x0, x1 = boxes[2][2], boxes[3][0]  # between the third and fourth character
+    diff = (plate.images - plain.images).abs().amax(1)[0]  # (H, W)
+    assert float(diff[:, :x0].max()) == 0 and float(diff[:, x1:].max()) == 0, "ink outside the gap"
+    lum = plate.images[0].mean(0)[:, x0:x1]  # (H, w)
+    shield = diff[:, x0:x1] > 0.2
+    assert int(shield.sum()) > 30 and float(shield.any(1).float().sum()) > 0.3 * (boxes[0][3] - boxes[0][1])
+    ys, xs = torch.nonzero(shield, as_tuple=True)
+    # the cross's vertical bar runs down the shield's middle column: the plate shows through it
+    cx, top, bottom = int(xs.float().mean().round()), int(ys.min()), int(ys.max())
+    mid = lum[top + (bottom - top) // 4: top + (bottom - top) // 2, cx]
+    assert float(mid.max()) > float(lum[shield].median()) + 0.2, "the cross is not cut out of the shield"
+    # half tone, not the full text colour, where the shield covers fully
+    assert 0.2 < float(lum[shield].median()) < 0.7
+
+
 @pytest.mark.parametrize("separator,key,reason", [
     ('"*" = { shape = "hyphen", width_mm = 16, variants = 2 }', "separators.*.variants", "only emblem and stack"),
     ('"*" = { shape = "emblem", width_mm = 30, variants = 0 }', "separators.*.variants", "expected 1..16"),
@@ -202,6 +229,9 @@ def test_emblem_is_drawn_between_the_groups_and_labels_are_unchanged(write_spec,
     ('"*" = { shape = "stack", width_mm = 20, chars = "UЖ" }', "separators.*.chars", "not in font"),
     ('"*" = { shape = "stack", width_mm = 20, chars = "" }', "separators.*.chars", "1-64 characters"),
     ('"*" = { shape = "stack", width_mm = 20, chars = "U S" }', "separators.*.chars", "without spaces"),
+    ('"*" = { shape = "arms", width_mm = 30, variants = 2 }', "separators.*.variants", "only emblem and stack"),
+    ('"*" = { shape = "arms", width_mm = 30, chars = "SK" }', "separators.*.chars", "only a stack"),
+    ('"*" = { shape = "arms", width_mm = 0 }', "separators.*.width_mm", ">"),
 ])
 def test_emblem_separator_errors_name_the_key(write_spec, mini_spec_text, separator, key, reason):
     with pytest.raises(RegionSpecError) as info:

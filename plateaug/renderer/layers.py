@@ -15,6 +15,9 @@ from .graphics import graphic_variants, separator_emblem
 from .layout import Layout
 from .spec import VARIED_SEPARATORS, Band, RegionSpec, Separator
 
+ARMS_TONE = 170  # coverage (of 255) of an arms separator's shield in the text colour: on a white plate about
+# the luminance of the red shield (0.36)
+
 
 def rgb(color: str) -> np.ndarray:
     """'#rrggbb' -> (3,) float32 in [0, 1]."""
@@ -71,31 +74,38 @@ def _eu_stars(cv: _Canvas, rect: tuple[float, float, float, float]) -> np.ndarra
     return cv.down(m)
 
 
+def _arms_shapes(cx: float, top: float, w: float, h: float) -> tuple[list, list, list]:
+    """The Slovak coat of arms in a w x h box (supersampled px) under (cx, top): the shield's polygon,
+    the three hills' ellipse boxes and the double cross's rectangles."""
+    left, right = cx - w / 2, cx + w / 2
+    # straight top and sides down to 55 %, then two curves meeting at the bottom point
+    curve = [(cx + side * (w / 2) * math.cos(a), top + 0.55 * h + 0.45 * h * math.sin(a))
+             for side in (1, -1) for a in np.linspace(0, math.pi / 2, 8)[:: side]]
+    shield = [(left, top), (right, top), *curve, (left, top + 0.55 * h)]
+    hills = []
+    for dx, r in ((0.0, 0.26), (-0.3, 0.2), (0.3, 0.2)):  # three hills, the middle one highest
+        px, py = cx + dx * w, top + (1.0 if dx else 0.93) * h
+        hills.append((px - r * w, py - r * w, px + r * w, py + r * w))
+    bar = 0.11 * w
+    cross = [(cx - bar / 2, top + 0.14 * h, cx + bar / 2, top + 0.75 * h)]
+    for y, half in ((0.3, 0.22), (0.47, 0.3)):  # the double cross: shorter upper, longer lower arm
+        cross.append((cx - half * w, top + y * h - bar / 2, cx + half * w, top + y * h + bar / 2))
+    return shield, hills, cross
+
+
 def _sk_arms(cv: _Canvas, rect: tuple[float, float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Slovak coat of arms in the upper part of the band: a red shield, a white double cross on blue
     hills. (coverage (H, W), colour (3,)) layers, bottom first."""
     x0, y0, x1, y1 = cv.box(rect)
     w = (x1 - x0) * 0.62
     h = min(w * 1.2, (y1 - y0) * 0.55)
-    cx, top = (x0 + x1) / 2, y0 + (y1 - y0) * 0.06
-    left, right = cx - w / 2, cx + w / 2
-    # straight top and sides down to 55 %, then two curves meeting at the bottom point
-    curve = [(cx + side * (w / 2) * math.cos(a), top + 0.55 * h + 0.45 * h * math.sin(a))
-             for side in (1, -1) for a in np.linspace(0, math.pi / 2, 8)[:: side]]
-    shield = cv.mask()
-    ImageDraw.Draw(shield).polygon([(left, top), (right, top), *curve, (left, top + 0.55 * h)],
-                                   fill=255)
-    hills = cv.mask()
-    d = ImageDraw.Draw(hills)
-    for dx, r in ((0.0, 0.26), (-0.3, 0.2), (0.3, 0.2)):  # three hills, the middle one highest
-        px, py = cx + dx * w, top + (1.0 if dx else 0.93) * h
-        d.ellipse((px - r * w, py - r * w, px + r * w, py + r * w), fill=255)
-    cross = cv.mask()
-    d = ImageDraw.Draw(cross)
-    bar = 0.11 * w
-    d.rectangle((cx - bar / 2, top + 0.14 * h, cx + bar / 2, top + 0.75 * h), fill=255)
-    for y, half in ((0.3, 0.22), (0.47, 0.3)):  # the double cross: shorter upper, longer lower arm
-        d.rectangle((cx - half * w, top + y * h - bar / 2, cx + half * w, top + y * h + bar / 2), fill=255)
+    shield_poly, hill_boxes, cross_rects = _arms_shapes((x0 + x1) / 2, y0 + (y1 - y0) * 0.06, w, h)
+    shield, hills, cross = cv.mask(), cv.mask(), cv.mask()
+    ImageDraw.Draw(shield).polygon(shield_poly, fill=255)
+    for box in hill_boxes:
+        ImageDraw.Draw(hills).ellipse(box, fill=255)
+    for box in cross_rects:
+        ImageDraw.Draw(cross).rectangle(box, fill=255)
     shield_cov = cv.down(shield)
     return [(shield_cov, rgb("#ee1c25")), (cv.down(hills) * shield_cov, rgb("#0b4ea2")),
             (cv.down(cross) * shield_cov, rgb("#ffffff"))]
@@ -207,6 +217,12 @@ def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tens
                 r = size / 2
                 for dy in (-r * 1.1, r * 1.1):
                     d.ellipse((cx - r, cy + dy - r, cx + r, cy + dy + r), fill=110)
+            elif sep.shape == "arms":  # Slovak arms between district and digits: half-tone shield, cross cut out
+                h = min(sep.size_mm * cv.sy, slot.h * SUPERSAMPLE, slot.w * SUPERSAMPLE * 1.2)  # within its slot
+                shield, _, cross = _arms_shapes(cx, cy - h / 2, h / 1.2, h)
+                d.polygon(shield, fill=ARMS_TONE)
+                for box in cross:
+                    d.rectangle(box, fill=0)
             elif sep.shape in VARIED_SEPARATORS:  # seeded by region, pattern and variant: the same every run
                 key = f"{spec.name}/{' '.join(pattern.tokens)}/{slot.key}/{pattern.variant}"
                 rng = np.random.default_rng(zlib.crc32(key.encode()))

@@ -15,7 +15,7 @@ REGIONS_DIR = Path(__file__).parent / "regions"
 FONTS_DIR = Path(__file__).parent / "fonts"
 CANVAS_MULTIPLE = 16  # the U-Net halves H and W four times
 FIT_MODES = ("height", "stretch")
-SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem", "stack")
+SEPARATOR_SHAPES = ("dot", "hyphen", "seal", "space", "emblem", "stack", "arms")
 VARIED_SEPARATORS = ("emblem", "stack")  # shapes drawn anew for each of their `variants`
 MAX_SEPARATOR_VARIANTS = 16  # drawings a varied separator may vary over
 STACK_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # what a stack draws unless its spec says
@@ -60,12 +60,13 @@ class CharClass:
 class Separator:
     """A non-label mark between characters (dot, hyphen, German seal, a plain gap, a state
     emblem: a silhouette between the character groups, as on most US state plates; or a stack: two
-    small characters one above the other, like the "US", "MC" or month of US specialty plates)."""
+    small characters one above the other, like the "US", "MC" or month of US specialty plates; or the
+    Slovak coat of arms between district and digits: a half-tone shield, its double cross cut out)."""
 
     key: str
     shape: str
     width_mm: float
-    size_mm: float  # dot diameter / hyphen length / seal diameter / emblem or stack height
+    size_mm: float  # dot diameter / hyphen length / seal diameter / emblem, stack or arms height
     variants: int = 1  # emblem, stack: drawings, one per copy of each pattern using it
     chars: str = ""  # stack: the characters it draws two of (not part of the label)
     font: Path | None = None  # stack: the typeface (the spec's first text font)
