@@ -74,6 +74,9 @@ def _eu_stars(cv: _Canvas, rect: tuple[float, float, float, float]) -> np.ndarra
     return cv.down(m)
 
 
+ARMS_ASPECT = 1.2  # height / width of the Slovak shield
+
+
 def _arms_shapes(cx: float, top: float, w: float, h: float) -> tuple[list, list, list]:
     """The Slovak coat of arms in a w x h box (supersampled px) under (cx, top): the shield's polygon,
     the three hills' ellipse boxes and the double cross's rectangles."""
@@ -98,14 +101,15 @@ def _sk_arms(cv: _Canvas, rect: tuple[float, float, float, float]) -> list[tuple
     hills. (coverage (H, W), colour (3,)) layers, bottom first."""
     x0, y0, x1, y1 = cv.box(rect)
     w = (x1 - x0) * 0.62
-    h = min(w * 1.2, (y1 - y0) * 0.55)
+    h = min(w * ARMS_ASPECT, (y1 - y0) * 0.55)
     shield_poly, hill_boxes, cross_rects = _arms_shapes((x0 + x1) / 2, y0 + (y1 - y0) * 0.06, w, h)
     shield, hills, cross = cv.mask(), cv.mask(), cv.mask()
     ImageDraw.Draw(shield).polygon(shield_poly, fill=255)
+    draw_hills, draw_cross = ImageDraw.Draw(hills), ImageDraw.Draw(cross)
     for box in hill_boxes:
-        ImageDraw.Draw(hills).ellipse(box, fill=255)
+        draw_hills.ellipse(box, fill=255)
     for box in cross_rects:
-        ImageDraw.Draw(cross).rectangle(box, fill=255)
+        draw_cross.rectangle(box, fill=255)
     shield_cov = cv.down(shield)
     return [(shield_cov, rgb("#ee1c25")), (cv.down(hills) * shield_cov, rgb("#0b4ea2")),
             (cv.down(cross) * shield_cov, rgb("#ffffff"))]
@@ -217,9 +221,9 @@ def separator_masks(spec: RegionSpec, layouts: tuple[Layout, ...]) -> torch.Tens
                 r = size / 2
                 for dy in (-r * 1.1, r * 1.1):
                     d.ellipse((cx - r, cy + dy - r, cx + r, cy + dy + r), fill=110)
-            elif sep.shape == "arms":  # Slovak arms between district and digits: half-tone shield, cross cut out
-                h = min(sep.size_mm * cv.sy, slot.h * SUPERSAMPLE, slot.w * SUPERSAMPLE * 1.2)  # within its slot
-                shield, _, cross = _arms_shapes(cx, cy - h / 2, h / 1.2, h)
+            elif sep.shape == "arms":  # Slovak arms in its slot: half-tone shield, cross cut out
+                h = min(sep.size_mm * cv.sy, slot.h * SUPERSAMPLE, slot.w * SUPERSAMPLE * ARMS_ASPECT)
+                shield, _, cross = _arms_shapes(cx, cy - h / 2, h / ARMS_ASPECT, h)
                 d.polygon(shield, fill=ARMS_TONE)
                 for box in cross:
                     d.rectangle(box, fill=0)
