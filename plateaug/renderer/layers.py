@@ -17,6 +17,7 @@ from .spec import VARIED_SEPARATORS, Band, RegionSpec, Separator
 
 ARMS_TONE = 170  # coverage (of 255) of an arms separator's shield in the text colour: on a white plate about
 # the luminance of the red shield (0.36)
+ARMS_ASPECT = 1.2  # height / width of the Slovak shield
 
 
 def rgb(color: str) -> np.ndarray:
@@ -72,9 +73,6 @@ def _eu_stars(cv: _Canvas, rect: tuple[float, float, float, float]) -> np.ndarra
                 for i in range(10)]
         d.polygon(star, fill=255)
     return cv.down(m)
-
-
-ARMS_ASPECT = 1.2  # height / width of the Slovak shield
 
 
 def _arms_shapes(cx: float, top: float, w: float, h: float) -> tuple[list, list, list]:
