@@ -32,7 +32,7 @@ def resolve_name(generator: str | Path | Backend | None,
                  device: torch.device | str = "cpu") -> str | Path | Backend | None:
     """What "auto" (the stream's default) runs on this device: "torch-bf16" on a CPU with bf16 units
     (generator 2.0-3.5x faster than ONNX Runtime fp32 by batch size, the stream a median 1.3x over
-    eight noisy runs, realism level within the seed spread: README Benchmarks), else "onnx" (ONNX
+    eight noisy runs, realism level within the seed spread: benchmarks/HISTORY.md), else "onnx" (ONNX
     Runtime fp32 on the CPU, the IOBinding path on CUDA). Any other value is returned as is."""
     if isinstance(generator, str) and generator == "auto":
         return "torch-bf16" if torch.device(device).type == "cpu" and cpu_has_bf16() else "onnx"
