@@ -14,14 +14,14 @@ from .renderer.spec_loader import builtin_regions, load_region
 from .renderer.text import TextBatch, encode_texts, sample_text
 from .stream.allocator import tune_malloc
 from .stream.collate import collate, ctc_targets
-from .stream.dataset import PlateGANStream
+from .stream.dataset import NonFiniteBatchError, PlateGANStream
 from .stream.framing import Framing
 from .stream.lighting import Lighting, relight_hint
 
 __all__ = [
     "__version__",
     "ExportReport", "ExportVerificationError", "Framing", "GeneratorOutputError", "Lighting",
-    "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
+    "NonFiniteBatchError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
     "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
     "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
     "relight_hint", "render", "sample_text", "tune_malloc",

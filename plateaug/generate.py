@@ -30,7 +30,7 @@ from ._version import __version__
 from .generator.backends import GENERATOR_NAMES, NAMED_MODELS, resolve_name
 from .renderer.spec_loader import builtin_regions
 from .stream import seeding
-from .stream.dataset import PlateGANStream
+from .stream.dataset import NonFiniteBatchError, PlateGANStream
 from .writers.folder import ShardBusy, check_settings, clean_stale_tmp, shard_lock
 from .writers.formats import FORMATS, DatasetWriter, item_name
 from .writers.sheet import contact_sheet
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except NonFiniteBatchError as e:  # never written; what is finished stays
+        print(f"error: {e} Finished items are intact.", file=sys.stderr)
+        return 1
     except OSError as e:  # disk full, permissions: what is finished stays, a rerun resumes
         print(f"error: writing {args.out} failed: {e}. Finished items are intact; run the same command "
               f"again to resume.", file=sys.stderr)

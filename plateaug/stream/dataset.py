@@ -47,6 +47,11 @@ MAX_REGION_WEIGHT = 1e6  # region weights are relative; bounded so their sum sta
 BACKGROUND_STREAM = 1  # mixed into the batch seed for the device generator that draws backgrounds on a GPU
 
 
+class NonFiniteBatchError(RuntimeError):
+    """A batch held a NaN or inf (pixels or labels): raised instead of yielding it, naming the stage
+    that first produced it and the seeds that reproduce it."""
+
+
 @dataclass
 class Batch:
     """One generated batch before it is split into samples (all tensors on the stream device)."""
@@ -157,6 +162,7 @@ class PlateGANStream(IterableDataset):
         self.epoch = 0
         self._backend: Backend | None = None
         self._backend_ready = False
+        self._trace: list[str] | None = None  # stages with non-finite output, while a bad batch is replayed
 
     # -- configuration -----------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -198,7 +204,11 @@ class PlateGANStream(IterableDataset):
             seed = seeding.mix(self.seed, self.epoch, rank, wid, j)
             j += 1
             n = per_batch if self.batch_size or remaining is None else min(per_batch, remaining)
-            batch = self.make_batch(n, seed)
+            try:
+                batch = self.make_batch(n, seed)
+            except NonFiniteBatchError as e:
+                raise NonFiniteBatchError(f"{e} It was batch {j - 1} of PlateGANStream(seed={self.seed}) in epoch "
+                                          f"{self.epoch}, rank {rank}, DataLoader worker {wid}.") from None
             if self.batch_size:
                 yield batch.images, self.targets(batch)
                 if remaining is not None:
@@ -211,11 +221,35 @@ class PlateGANStream(IterableDataset):
 
     @torch.no_grad()
     def make_batch(self, n: int, seed: int) -> Batch:
-        """Generate `n` images (crops or scenes) from one seed: same seed, same batch."""
+        """Generate `n` images (crops or scenes) from one seed: same seed, same batch. A batch with a
+        NaN or inf in its images or labels is never returned: one reduction per batch checks it, and a
+        bad batch is made again from its seed with every stage checked, to name the stage in the
+        NonFiniteBatchError."""
+        batch = self._make(n, seed)
+        if _finite(batch.images, batch.char_boxes, batch.corners):
+            return batch
+        self._trace = []
+        try:
+            self._make(n, seed)
+            stages = self._trace
+        finally:
+            self._trace = None
+        where = f"first at the {stages[0]} stage" if stages else "no stage of a replay showed it (not reproducible)"
+        raise NonFiniteBatchError(
+            f"PlateGANStream(mode={self.mode!r}) produced non-finite values (NaN or inf) in a batch of {n}, {where}; "
+            f"the batch was not yielded. Reproduce it with stream.make_batch({n}, {seed}) and please report it "
+            f"with these numbers.")
+
+    def _make(self, n: int, seed: int) -> Batch:
         g = torch.Generator().manual_seed(seed)
         if self.mode == "crop":
             return self._crops(n, g, seed)
         return self._scenes(n, g, seed)
+
+    def _stage(self, name: str, *tensors: torch.Tensor) -> None:
+        """While a non-finite batch is replayed: record `name` if any of its outputs is not finite."""
+        if self._trace is not None and not _finite(*tensors):
+            self._trace.append(name)
 
     def _plates(self, n: int, g: torch.Generator, size: tuple[int, int]):
         """n plates over the weighted regions, generated and resized to `size`, shuffled."""
@@ -229,6 +263,7 @@ class PlateGANStream(IterableDataset):
             if k == 0:
                 continue
             plates = render(spec, sample_text(spec, k, g), self.device)
+            self._stage(f"render ({spec.name})", plates.images, plates.char_boxes)
             h, w = plates.images.shape[-2:]
             translated = self._n_translated(k, g) if backend is not None else k
             parts = [self._translate(c, backend, size, ranges, g)
@@ -237,6 +272,7 @@ class PlateGANStream(IterableDataset):
                 parts.append(self._translate(plates.images[translated:], None, size))
             scale = to_device(torch.tensor([size[1] / w, size[0] / h] * 2), self.device)
             cb = F.pad(plates.char_boxes * scale, (0, 0, 0, S - plates.char_boxes.shape[1]))
+            self._stage(f"generator and resize ({spec.name})", *parts)
             images += [part.clamp_(0, 1) for part in parts]  # each part is a fresh resize output
             boxes.append(cb)
             texts += plates.texts
@@ -303,7 +339,9 @@ class PlateGANStream(IterableDataset):
                                 self.device).expand(n, 4, 2)
         else:
             images, boxes, corners = frame(images, boxes, aspects, self.framing, g, self._background_rng(seed))
+            self._stage("framing", images, boxes, corners)
         images, boxes, corners = apply_augment(self.augment, images, boxes, corners, valid, seed)
+        self._stage("augmentation", images, boxes, corners)
         boxes = inside_plates(boxes, corners, valid, W, H)
         return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
 
@@ -314,8 +352,10 @@ class PlateGANStream(IterableDataset):
         plates, boxes, texts, regions, aspects = self._plates(N, g, TEXTURE)
         bg = to_device(self.backgrounds(n, self.image_size, g) if self.backgrounds is not None
                        else procedural_backgrounds(n, self.image_size, self._background_rng(seed) or g), self.device)
+        self._stage("backgrounds", bg)
         quads = place_plates(counts, aspects, self.image_size, g)
         scenes, cb, corners = compose(bg, plates, TEXTURE, boxes, counts, quads)
+        self._stage("scene composition", scenes, cb, corners)
         valid = cb.abs().sum(-1) > 0  # (N, S)
         # augment whole scenes: pack each scene's plates into padded rows of keypoints
         K, S = int(counts.max()), cb.shape[1]
@@ -331,6 +371,7 @@ class PlateGANStream(IterableDataset):
         # (re-augmenting a scene whose plates the augmentation moved off the image: plates stay whole)
         scenes, pcb, pcorners = augment_scenes(self.augment, scenes, packed_cb.view(n, K * S, 4),
                                                packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
+        self._stage("augmentation", scenes, pcb, pcorners)
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
         cb = inside_plates(cb, corners, valid, self.image_size[1], self.image_size[0])
@@ -391,6 +432,15 @@ def _scatter_parts(parts: list[torch.Tensor], perm: torch.Tensor, device: torch.
     for part, idx in zip(parts, rows):
         out.index_copy_(0, idx, part)
     return out
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    """Whether every value of the tensors is finite: one sum each (NaN and inf propagate; pixels and
+    coordinates are far too small to overflow), one host read for all."""
+    if not tensors:
+        return True
+    sums = torch.stack([t.sum(dtype=torch.float32).to(tensors[0].device) for t in tensors])
+    return bool(torch.isfinite(sums).all())
 
 
 def _int_pair(v) -> bool:

@@ -9,13 +9,22 @@ import torch.nn.functional as F
 
 from ..renderer.device import to_device
 
+GRID_LIMIT = 4.0  # |normalised grid coordinate| beyond which every bilinear tap of a >= 2 px source is outside
+HORIZON_EPS = 1e-6  # homogeneous denominators at or below this: the pixel is at or past the warp's horizon
+
 
 def homography_grid(M: torch.Tensor, src_size: tuple[int, int], dst_size: tuple[int, int], align_corners: bool,
                     device: torch.device | str) -> torch.Tensor:
     """grid_sample grid (B, Hd, Wd, 2) float32 on `device` sampling a (Hs, Ws) source through the
     source -> destination pixel homographies M (B, 3, 3), pixel centres at integer coordinates.
     align_corners picks grid_sample's normalisation (kornia's warp_perspective convention for each).
-    The inverse is taken in float64 on M's device (inv_ex: no error check, so no host sync on CUDA)."""
+    The inverse is taken in float64 on M's device (inv_ex: no error check, so no host sync on CUDA).
+
+    Always finite: a strong perspective puts the image of the source plane's line at infinity (the
+    horizon) inside the destination, where the homogeneous denominator is 0 (the grid would be inf,
+    and grid_sample's output NaN) and, past it, negative (points behind the source plane). Every such
+    pixel, and any coordinate beyond GRID_LIMIT, is sent to GRID_LIMIT: outside the source, so it
+    samples zero padding (or the border) and has no coverage. A singular M samples nothing."""
     (Hs, Ws), (Hd, Wd) = src_size, dst_size
     device = torch.device(device)
     M64 = M.detach().to(torch.float64)
@@ -24,14 +33,21 @@ def homography_grid(M: torch.Tensor, src_size: tuple[int, int], dst_size: tuple[
     else:  # u = (2x + 1) / W - 1
         sx, sy, ox, oy = 2.0 / Ws, 2.0 / Hs, 1.0 / Ws - 1.0, 1.0 / Hs - 1.0
     N = torch.tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]], dtype=torch.float64, device=M64.device)
-    G = N @ torch.linalg.inv_ex(M64)[0]  # destination pixels -> normalised source; (B, 3, 3)
+    # the source side of the horizon: where M's own denominator has the sign it has at the source's
+    # centre; scaling the inverse by that sign makes the destination denominator positive there
+    centre = torch.tensor([(Ws - 1) / 2, (Hs - 1) / 2, 1.0], dtype=torch.float64, device=M64.device)
+    side = torch.where(M64[:, 2] @ centre < 0, -1.0, 1.0)  # (B,)
+    G = N @ (torch.linalg.inv_ex(M64)[0] * side[:, None, None])  # destination pixels -> normalised source
     G = to_device(G.to(torch.float32), device)[:, :, :, None, None]  # (B, 3, 3, 1, 1)
     ys = torch.arange(Hd, device=device, dtype=torch.float32)[:, None]  # (Hd, 1)
     xs = torch.arange(Wd, device=device, dtype=torch.float32)  # (Wd,)
     grid = torch.empty((len(G), Hd, Wd, 2), device=device, dtype=torch.float32)
     torch.add(G[:, 0, 0] * xs, G[:, 0, 1] * ys + G[:, 0, 2], out=grid[..., 0])
     torch.add(G[:, 1, 0] * xs, G[:, 1, 1] * ys + G[:, 1, 2], out=grid[..., 1])
-    return grid.div_((G[:, 2, 0] * xs + (G[:, 2, 1] * ys + G[:, 2, 2]))[..., None])
+    den = G[:, 2, 0] * xs + (G[:, 2, 1] * ys + G[:, 2, 2])  # (B, Hd, Wd); > 0 on the source's side
+    ahead = (den > HORIZON_EPS)[..., None]  # (B, Hd, Wd, 1); False for NaN (a singular M) too
+    grid.div_(torch.where(ahead, den[..., None], 1.0)).clamp_(-GRID_LIMIT, GRID_LIMIT)
+    return grid.masked_fill_(~ahead, GRID_LIMIT)
 
 
 def warp_border(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
