@@ -16,6 +16,26 @@ import torch
 
 from plateaug import tune_malloc
 
+DATA_ENV = "PLATEAUG_DATA"  # the folder holding real-plates/ and real-scenes/ (default: ../shared/data)
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def data_dir(name: str) -> Path:
+    """Default folder of a real data set for a benchmark: $PLATEAUG_DATA/name, else ../shared/data/name
+    beside the project. (The test suite points PLATEAUG_DATA at a missing folder, so a test that
+    relies on a default data path fails everywhere, not only where ../shared happens to exist.)"""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA) / name
+
+
+def missing_data(option: str, path: Path, needs: str) -> str | None:
+    """One line for a data folder that is not there: which folder, what it must hold, how to point at
+    another; None when `needs` (a file inside it) exists."""
+    if (path / needs).is_file():
+        return None
+    what = "is missing" if not path.exists() else f"holds no {needs}"
+    return (f"{option} {path} {what}: pass {option} DIR (a folder with {needs}) or set {DATA_ENV} to the folder "
+            f"that holds it")
+
 
 def sync(device: str) -> None:
     if str(device).startswith("cuda"):

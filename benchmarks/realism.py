@@ -144,7 +144,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
-from common import machine, write_json  # noqa: E402
+from common import data_dir, machine, missing_data, write_json  # noqa: E402
 
 import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
 from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
@@ -153,7 +153,6 @@ from plateaug.stream.dataset import PlateGANStream  # noqa: E402
 from plateaug.training.realdata import load_real  # noqa: E402
 from plateaug.training.text_reader import encode  # noqa: E402  (CTC targets: class i + 1 = charset[i])
 
-DEFAULT_REAL = ROOT.parent / "shared" / "data" / "real-plates"
 SIZE = (32, 128)  # (H, W) of every crop the recogniser sees, synthetic and real
 SYNTHETIC = ("clean", "aug", "gan", "default")
 SOURCES = (*SYNTHETIC, "real", "real+default")
@@ -716,8 +715,9 @@ def table(accuracy: list[dict], c2st_rows: list[dict], total: float, stalled: li
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--real", default=str(DEFAULT_REAL), help="crops + labels.csv (file,region,text,source): "
-                    "validation split tested, training split trains real/real+default/C2ST")
+    ap.add_argument("--real", default=str(data_dir("real-plates")),
+                    help="crops + labels.csv (file,region,text,source): validation split tested, training split "
+                    "trains real/real+default/C2ST")
     ap.add_argument("--holdout", help="crops + labels.csv: every crop is a test crop "
                     "(instead of --real's validation split)")
     ap.add_argument("--regions", default="br,eu,us,cn", help=f"comma list of {sorted(REGION_MAP)}")
@@ -768,11 +768,10 @@ def main(argv: list[str] | None = None) -> dict:
     except (TypeError, ValueError, FileNotFoundError) as e:
         ap.error(f"--stream-options / --onnx: {e}")
     real_dir = Path(args.real)
-    if not (real_dir / "labels.csv").is_file():
-        ap.error(f"--real {real_dir} must be a folder with labels.csv (file,region,text,source)")
     holdout = Path(args.holdout) if args.holdout else None
-    if holdout is not None and not (holdout / "labels.csv").is_file():
-        ap.error(f"--holdout {holdout} must be a folder with labels.csv (file,region,text,source)")
+    for option, path in (("--real", real_dir), ("--holdout", holdout)):
+        if path is not None and (problem := missing_data(option, path, "labels.csv")):
+            ap.error(f"{problem} (labels.csv: file,region,text,source)")
     given = {k.replace("-", "_"): v for k in ("pool", "seeds", "steps", "real-steps", "finetune-steps", "batch",
                                               "plain-steps") if (v := getattr(args, k.replace("-", "_"))) is not None}
     for k, v in given.items():

@@ -9,6 +9,14 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+@pytest.fixture(autouse=True)
+def no_default_data(tmp_path_factory, monkeypatch) -> None:
+    """The benchmarks' default data folder (../shared/data, or $PLATEAUG_DATA) points at a folder that
+    does not exist, for this process and the subprocesses tests start: a test that relied on
+    ../shared being beside the checkout fails here too, as it would in a user's fresh clone."""
+    monkeypatch.setenv("PLATEAUG_DATA", str(tmp_path_factory.getbasetemp() / "no-shared-data"))
+
 MINI_SPEC = """\
 name = "mini"
 description = "test plate: 3 letters, hyphen, 3 digits, flat grey"

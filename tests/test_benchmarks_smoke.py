@@ -217,18 +217,34 @@ def test_finetune_mix_draws_its_share_of_each_batch_from_the_synthetic_pool(real
 
 
 def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> None:
+    """Each bad argument is named, whatever else is given: a valid --real fixture is passed so no
+    message hides behind the default data folder (which the suite points at a missing path)."""
+    real = tmp_path / "real"
+    _fixture(real)
     for args, message in ((["--onnx", str(tmp_path / "no.onnx")], "does not exist"),
                           (["--sources", "aug,nope"], "--sources: unknown ['nope']"),
                           (["--stream-options", '{"seed": 3}'], "without ['batch_size', 'length', 'mode'"),
                           (["--stream-options", "{augment"], "--stream-options is not JSON"),
                           (["--stream-options", '{"augment": "nope"}'], "--stream-options / --onnx"),
-                          (["--real", str(tmp_path)], "labels.csv"),
+                          (["--real", str(tmp_path)], "holds no labels.csv"),
+                          (["--holdout", str(tmp_path / "nowhere")], "--holdout"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
                           (["--plain-steps", "-1"], "--plain-steps must be >= 0"),
                           (["--finetune-mix", "1"], "--finetune-mix must be in [0, 1)")):
         with pytest.raises(SystemExit) as exc:
-            realism.main(["--quick", *args])
+            realism.main(["--quick", "--real", str(real), *args])
         assert exc.value.code != 0 and message in capsys.readouterr().err, args
+
+
+def test_realism_without_data_names_the_missing_folder_and_the_option(realism, tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("PLATEAUG_DATA", str(tmp_path / "no-data"))
+    with pytest.raises(SystemExit) as exc:
+        realism.main(["--quick"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2
+    assert f"--real {tmp_path / 'no-data' / 'real-plates'} is missing: pass --real DIR" in err
+    assert "PLATEAUG_DATA" in err
 
 
 def test_crnn_shapes_and_ctc() -> None:
