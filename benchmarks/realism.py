@@ -80,7 +80,7 @@ Design decisions, and why:
   until 2026-12-02: 900 read us 0.817 ± 0.023 instead of 0.757 ± 0.026, the rest level, 3 seeds,
   results/screening/finetune_450.txt vs finetune_900.txt; 900 until session 13: with 2,000 the
   whole run on an AMD EPYC read br 0.938 / eu 0.667 / us 0.832 / cn 0.951 against `real`'s 0.833 /
-  0.578 / 0.820 / 0.880, results/screening/realism_whole_2026-12-02e_s13_epyc.txt; with 900 on the
+  0.578 / 0.820 / 0.880, results/screening/realism_whole_2026-12-02e_epyc.txt; with 900 on the
   same CPU and seeds 0.958 / 0.644 / 0.791 / 0.938, results/screening/finetune_900_epyc.txt:
   us +4.1 beyond the spread, the rest level).
   `--finetune-mix F` draws a share F of each fine-tune batch from the seed's `default` pool instead
