@@ -62,8 +62,8 @@ Design decisions, and why:
 - Steps (batch 64, AdamW, one-cycle LR), sized so each kind of source plateaus; `--steps` and
   `--finetune-steps` are the Latin recogniser's, scaled per group (GROUPS: cn x1 on synthetic
   pools after its warm start, x0.5 fine-tuning): `--steps` 1400 on a synthetic pool (the own-source
-  column says whether it plateaued: it reads its own held-out crops. 900 until session 18, when the
-  real-glyph typefaces had made the pools harder to read: own us 0.79 at 900, 0.84 at 1,400, 0.86 at
+  column says whether it plateaued: it reads its own held-out crops. 900 until 2026-12-04 (commit 8fca9e8), when
+  the real-glyph typefaces had made the pools harder to read: own us 0.79 at 900, 0.84 at 1,400, 0.86 at
   2,000; real cn 0.490 / 0.573 / 0.545 and us 0.549 / 0.568 / 0.565, 6 seeds of `default`,
   results/screening/eu_sk_arms_separator_6seeds.txt (900), default_steps1400_6seeds.txt,
   default_steps2000_6seeds.txt; cn from scratch needed more:
@@ -78,8 +78,8 @@ Design decisions, and why:
   `real+default`, which starts from the `default` recogniser of the same seed at a lower LR: as many
   real-crop steps as `real` trains (cn half), so the comparison differs mostly in the start (450
   until 2026-12-02: 900 read us 0.817 ± 0.023 instead of 0.757 ± 0.026, the rest level, 3 seeds,
-  results/screening/finetune_450.txt vs finetune_900.txt; 900 until session 13: with 2,000 the
-  whole run on an AMD EPYC read br 0.938 / eu 0.667 / us 0.832 / cn 0.951 against `real`'s 0.833 /
+  results/screening/finetune_450.txt vs finetune_900.txt; 900 until commit e304509 (2026-12-02, AMD
+  EPYC): with 2,000 the whole run on an AMD EPYC read br 0.938 / eu 0.667 / us 0.832 / cn 0.951 against `real`'s 0.833 /
   0.578 / 0.820 / 0.880, results/screening/realism_whole_2026-12-02e_epyc.txt; with 900 on the
   same CPU and seeds 0.958 / 0.644 / 0.791 / 0.938, results/screening/finetune_900_epyc.txt:
   us +4.1 beyond the spread, the rest level).
@@ -208,8 +208,9 @@ class Settings:
     n_check: int = 600  # other synthetic crops per source (other seed): own-source accuracy, C2ST test
     seeds: int = 3  # recogniser seeds
     steps: int = 1400  # recogniser optimiser steps on a synthetic pool (Latin from scratch, cn warm-started); 900
-    # until session 18 (6 seeds of `default`: 900 / 1,400 / 2,000 read cn 0.490 / 0.573 / 0.545, us 0.549 / 0.568 /
-    # 0.565, own us 0.79 / 0.84 / 0.86: the real plates plateau by 1,400; results/screening/default_steps*_6seeds.txt)
+    # until 2026-12-04 (commit 8fca9e8; 6 seeds of `default`: 900 / 1,400 / 2,000 read cn 0.490 / 0.573 / 0.545,
+    # us 0.549 / 0.568 / 0.565, own us 0.79 / 0.84 / 0.86: the real plates plateau by 1,400;
+    # results/screening/default_steps*_6seeds.txt)
     real_steps: int = 2000  # `real`: steps on the real training split of every region (from scratch); with the
     # plain first steps 2,000 read level with 2,500 (results/screening/real_2000_steps.txt)
     finetune_steps: int = 2000  # real+default: Latin steps on the real training split after `default` (cn: half)
