@@ -92,15 +92,21 @@ def test_characters_neither_drawn_nor_in_the_fallback_are_named(tmp_path, write_
     assert sorted(load_bitmap_typeface(full.resolve()).glyphs) == list("0123456789")
 
 
-def test_the_shipped_real_typefaces_load_and_say_their_source_and_licence():
+def test_the_shipped_real_typefaces_load_and_say_their_source_and_licence(monkeypatch):
+    """plateaug ships the MIT CCPD typefaces; the AGPL-3.0 openalpr ones are the extras pack's."""
+    import plateaug.renderer.spec_loader as spec_loader
     from plateaug.renderer.spec import FONTS_DIR
 
-    faces = sorted(p for p in FONTS_DIR.iterdir() if p.is_dir())
-    assert {p.name.rsplit("_", 1)[0] for p in faces} == {"real-us", "real-br", "real-eu", "real-cn"}
-    for p in faces:
+    extras = Path(__file__).resolve().parent.parent / "extras" / "openalpr" / "plateaug_openalpr" / "fonts"
+    shipped = sorted(p for p in FONTS_DIR.iterdir() if p.is_dir())
+    packed = sorted(p for p in extras.iterdir() if p.is_dir())
+    assert {p.name.rsplit("_", 1)[0] for p in shipped} == {"real-cn"}
+    assert {p.name.rsplit("_", 1)[0] for p in packed} == {"real-us", "real-br", "real-eu"}
+    for p in shipped + packed:
         tf = load_bitmap_typeface(p)
         assert tf.fallback is not None and tf.source and tf.license, p.name
-        assert ("AGPL-3.0" if "cn" not in p.name else "MIT") in tf.license
+        assert tf.license.startswith("AGPL-3.0" if p in packed else "MIT"), p.name
+    monkeypatch.setattr(spec_loader, "installed_font_dirs", lambda: (extras,))
     for region, face in (("cn_blue", "real-cn"), ("us", "real-us"), ("br_old", "real-br"), ("eu_sk", "real-eu"),
                          ("eu_sk_old", "real-eu")):
         fonts = load_region(region).classes[-1].fonts

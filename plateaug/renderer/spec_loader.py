@@ -15,6 +15,7 @@ from fontTools.ttLib import TTFont
 from PIL import ImageFont
 
 from .bitmap_font import bitmap_missing, is_bitmap_typeface, load_bitmap_typeface
+from .font_packs import installed_font_dirs
 from .graphics import SHAPES
 from .layout import layout_pattern
 from .spec import (
@@ -86,11 +87,12 @@ def load_region(name_or_path: str | Path | RegionSpec) -> RegionSpec:
     if not path.is_file():
         raise RegionSpecError(path, "-", "file not found")
     st = path.stat()
-    return _load_path(path, st.st_mtime_ns, st.st_size)  # an edited spec is parsed again
+    # an edited spec is parsed again, and so is every spec when the installed font packs change
+    return _load_path(path, st.st_mtime_ns, st.st_size, installed_font_dirs())
 
 
 @lru_cache(maxsize=64)
-def _load_path(path: Path, mtime_ns: int = 0, size: int = 0) -> RegionSpec:
+def _load_path(path: Path, mtime_ns: int = 0, size: int = 0, font_packs: tuple[Path, ...] = ()) -> RegionSpec:
     too_big = f"the file is larger than {MAX_SPEC_BYTES // 1024} KiB, the most a region spec may be"
     if size > MAX_SPEC_BYTES:
         raise RegionSpecError(path, "-", f"{too_big} ({size:,} bytes)")
@@ -202,34 +204,46 @@ class _Parser:
                 full = f"{where}.{k}" if where else k
                 raise self.fail(full, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
-    def font(self, value: Any, key: str) -> Path:
+    def font(self, value: Any, key: str, optional: bool = False) -> Path | None:
+        """A font by name (the shipped fonts, then installed font packs) or by a path relative to the
+        spec: a font file or a bitmap typeface folder. optional: None when it is nowhere to be found."""
         if not isinstance(value, str) or not value:
             raise self.fail(key, f"expected a font name or path, got {value!r}")
-        for cand in (FONTS_DIR / value, self.path.parent / value):  # a bitmap typeface (folder)
+        dirs = (FONTS_DIR, *installed_font_dirs())
+        for cand in (*(d / value for d in dirs), self.path.parent / value):  # a bitmap typeface (folder)
             if is_bitmap_typeface(cand):
                 try:
                     load_bitmap_typeface(cand.resolve())
                 except ValueError as e:
                     raise self.fail(key, str(e)) from None
                 return cand.resolve()
-        for cand in (FONTS_DIR / f"{value}.ttf", FONTS_DIR / f"{value}.otf", self.path.parent / value):
+        for cand in (*(d / f"{value}{ext}" for d in dirs for ext in (".ttf", ".otf")), self.path.parent / value):
             if cand.is_file():
                 try:
                     ImageFont.truetype(str(cand), 16)
                 except OSError as e:
                     raise self.fail(key, f"font {cand} cannot be read: {e}") from None
                 return cand.resolve()
-        shipped = sorted(p.stem for p in FONTS_DIR.iterdir() if p.suffix in (".ttf", ".otf"))
-        shipped += sorted(p.name for p in FONTS_DIR.iterdir() if is_bitmap_typeface(p))
-        raise self.fail(key, f"font {value!r} not found (shipped: {', '.join(shipped)}; "
+        if optional:
+            return None
+        known = sorted(p.stem for d in dirs for p in d.iterdir() if p.suffix in (".ttf", ".otf"))
+        known += sorted(p.name for d in dirs for p in d.iterdir() if is_bitmap_typeface(p))
+        raise self.fail(key, f"font {value!r} not found (shipped or installed: {', '.join(known)}; "
                              f"or a path relative to the spec: a font file or a bitmap typeface folder)")
 
-    def fonts(self, value: Any, key: str) -> tuple[Path, ...]:
-        """One font, or a list of fonts of which each plate draws one (typeface variety)."""
+    def fonts(self, value: Any, key: str, extra: Any = None, extra_key: str = "") -> tuple[Path, ...]:
+        """One font, or a list of fonts of which each plate draws one (typeface variety); then those
+        of `extra` (a list of optional fonts, e.g. an installed font pack's) that are installed."""
         names = value if isinstance(value, list) else [value]
         if not names or len(names) > MAX_FONTS:
             raise self.fail(key, f"expected a font or a list of 1 to {MAX_FONTS} fonts, got {value!r}")
-        return tuple(self.font(v, key) for v in names)
+        fonts = [self.font(v, key) for v in names]
+        if extra is not None:
+            if not isinstance(extra, list) or len(names) + len(extra) > MAX_FONTS:
+                raise self.fail(extra_key, f"expected a list of fonts, at most {MAX_FONTS} with {key}, "
+                                           f"got {extra!r}")
+            fonts += [f for f in (self.font(v, extra_key, optional=True) for v in extra) if f is not None]
+        return tuple(fonts)
 
     # -- sections -------------------------------------------------------------------------
     def parse(self) -> RegionSpec:
@@ -250,13 +264,14 @@ class _Parser:
             raise self.fail("canvas_px", f"{canvas[0]}x{canvas[1]} px is too large for a plate canvas: at most "
                                          f"{MAX_CANVAS_SIDE} px a side and {MAX_CANVAS_PIXELS:,} px in all")
         text = self.get(d, "text", "", dict)
-        self.unknown(text, {"colors", "font", "stroke_px"}, "text")
+        self.unknown(text, {"colors", "font", "extra_fonts", "stroke_px"}, "text")
         text_colors = self.get(text, "colors", "text", list)
         if not text_colors:
             raise self.fail("text.colors", "needs at least one colour")
         self.at_most(text_colors, MAX_COLORS, "text.colors", "colours")
         text_colors = tuple(self.color(c, "text.colors") for c in text_colors)
-        default_fonts = self.fonts(self.get(text, "font", "text", (str, list)), "text.font")
+        default_fonts = self.fonts(self.get(text, "font", "text", (str, list)), "text.font",
+                                   text.get("extra_fonts"), "text.extra_fonts")
         stroke = self.numbers(text, "stroke_px", "text", 2, (0.0, 0.0))
         if not -MAX_STROKE_PX <= stroke[0] <= stroke[1] <= MAX_STROKE_PX:
             raise self.fail("text.stroke_px", f"expected [low, high] with -{MAX_STROKE_PX} <= low <= high <= "
