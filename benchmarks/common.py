@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -99,3 +101,28 @@ def write_json(path: str | Path | None, payload: dict) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=1, ensure_ascii=False))
         print(f"wrote {path}")
+
+
+def executor(jobs: int, init: Callable, initargs: tuple):
+    """Run submitted jobs in `jobs` spawned worker processes (each set up by init(*initargs)), or in
+    this process, one at a time as submitted, when jobs == 1."""
+    if jobs == 1:
+        init(*initargs)
+        return _InProcess()
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=init,
+                               initargs=initargs)
+
+
+class _InProcess:
+    """ProcessPoolExecutor's submit / context manager, running each job at once in this process."""
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        f: Future = Future()
+        f.set_result(fn(*args))
+        return f

@@ -127,12 +127,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import statistics
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,7 +143,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
-from common import data_dir, machine, missing_data, write_json  # noqa: E402
+from common import data_dir, executor, machine, missing_data, write_json  # noqa: E402
 
 import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
 from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
@@ -576,26 +575,7 @@ def _jobs(ctx: Context, jobs: int, threads: int):
     """An executor running jobs in `jobs` spawned worker processes of `threads` torch threads each,
     or in this process when jobs == 1 (a small CNN's ops do not fill two cores: two single-thread
     trainings side by side do 1.5x the steps per second of one two-thread training on this CPU)."""
-    if jobs == 1:
-        _init_worker(ctx, threads)
-        return _InProcess()
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(ctx, threads))
-
-
-class _InProcess:
-    """ProcessPoolExecutor's submit / context manager, running each job at once in this process."""
-
-    def __enter__(self) -> _InProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def submit(self, fn, *args) -> Future:
-        f: Future = Future()
-        f.set_result(fn(*args))
-        return f
+    return executor(jobs, _init_worker, (ctx, threads))
 
 
 def run(real_dir: Path, holdout: Path | None, regions: list[str], sources: list[str], base: dict,

@@ -12,6 +12,11 @@ Also the GFLOPs per plate of both generators (FlopCounterMode, one plate: platea
 unet_256 at 256x256), which explain most of the end-to-end ratio.
 (c) the int8 generator (python -m plateaug.export --int8; --int8-onnx PATH, else exported from
     --checkpoint into a temporary folder): its generator row and the stream end to end with it.
+(e) scenes (--scenes-only runs just these): PlateGANStream(mode="scene", batch_size=B) end to end at
+    384x640, B = 16 and 64: the default (the shipped dashcam frames, plates replaced, harmonised,
+    degraded) and procedural backgrounds; next to them one training step of the detector the detection
+    benchmark trains (plateaug.models.centernet.PlateDetector, bf16 autocast where the CPU has bf16
+    units) on the same batch of 384x640 scenes: the stream must outrun the detector.
 (d) the bf16 generator (PlateGANStream(generator="torch-bf16"): --checkpoint in torch, BatchNorm
     folded, bfloat16 weights, channels-last) where this torch multiplies bf16 on the CPU
     (--no-bf16 leaves it out): its generator row and the stream end to end with it.
@@ -295,6 +300,43 @@ def bench_stream(label: str, regions: list[str] | None, gen: Gen, B: int, repeat
     return row(label, device, B, stage, t, **(work or {}), **extra)
 
 
+def bench_scenes(batches: list[int], repeats: int, device: str) -> list[dict]:
+    """Scenes/s of the scene stream (default photos, procedural) and of a detector training step, per B."""
+    rows = []
+    for B in batches:
+        for label, kw in (("scenes default", {}), ("scenes procedural", {"backgrounds": "procedural"})):
+            it = iter(PlateGANStream(mode="scene", batch_size=B, seed=0, device=device, **kw))
+            t = median_seconds(lambda it=it: next(it), repeats, warmup=min(2, STREAM_WARMUP[0]), device=device)
+            rows.append(show(row(label, device, B, "end to end (scenes/s)", t)))
+        images, targets = next(iter(PlateGANStream(mode="scene", batch_size=B, seed=1, device=device)))
+        step = _detector_step(images, [t["boxes"].as_subclass(torch.Tensor).float() for t in targets],
+                              bf16=device == "cpu" and "bf16_gflops" in PEAKS)
+        t = median_seconds(step, repeats, warmup=1, device=device)
+        rows.append(show(row("detector train step", device, B, f"384x640 (scenes/s){' bf16' if step.bf16 else ''}",
+                             t)))
+    return rows
+
+
+def _detector_step(images: torch.Tensor, boxes: list[torch.Tensor], bf16: bool):
+    """One training step of a fresh PlateDetector on these scenes, as a callable (bf16 autocast on the CPU)."""
+    from plateaug.models.centernet import PlateDetector, detection_loss, encode_targets
+
+    model = PlateDetector().to(images.device).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    enc = encode_targets(boxes, images.shape[-2:])
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(images)
+        loss, _ = detection_loss(out, enc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step.bf16 = bf16
+    return step
+
+
 def fp16_model(onnx: Path, checkpoint: Path, tmp: Path) -> Path:
     """The fp16 sibling of the ONNX file (<stem>_fp16.onnx) if shipped, else exported from the checkpoint."""
     sibling = onnx.with_name(f"{onnx.stem}_fp16.onnx")
@@ -375,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="batches drawn before each end-to-end row is timed (default %(default)s)")
     ap.add_argument("--system-malloc", action="store_true",
                     help="leave glibc malloc as it is (default: plateaug.tune_malloc, as a CPU stream sets it)")
+    ap.add_argument("--scene-batches", default="16,64", help="scene-stream batch sizes")
+    ap.add_argument("--scenes-only", action="store_true", help="only the scene rows (e) and the machine's peaks")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     malloc = set_malloc(args.system_malloc)
@@ -413,6 +457,14 @@ def main(argv: list[str] | None = None) -> dict:
     print("machine peaks (this run, " + f"{torch.get_num_threads()} threads): "
           + ", ".join(f"{PEAK_NAMES[k]} {v:,.1f} {'GB/s' if k == 'copy_gbs' else 'GFLOP/s'}" for k, v in PEAKS.items()))
     print(f"\n{'pipeline':<20}{'dev':<6}{'B':>6}  {'stage':<26}{'ms/batch':>12}{'plates/s':>12}  achieved")
+    scene_batches = [16] if args.quick else ints(args.scene_batches)
+    if args.scenes_only:
+        rows = bench_scenes(scene_batches, repeats, "cpu") + (bench_scenes(scene_batches, repeats, "cuda") if cuda
+                                                             else [])
+        payload = {"machine": info, "settings": {"scene_batches": scene_batches, "repeats": repeats},
+                   "peaks": dict(PEAKS), "results": rows}
+        write_json(args.json, payload)
+        return payload
     rows = bench_seed(seed_batches, n_seed_plates, repeats, "cpu")
     rows += bench_plateaug("plateaug ORT fp32", regions, OnnxGenerator(onnx, threads=torch.get_num_threads()),
                            batches, repeats, "cpu", gflops_at=gflops_at)
@@ -430,8 +482,10 @@ def main(argv: list[str] | None = None) -> dict:
         rows += bench_plateaug("plateaug torch bf16", regions, TorchGenerator(checkpoint, dtype=torch.bfloat16),
                                batches, repeats, "cpu", all_regions=False, gflops_at=gflops_at, peak="bf16_gflops",
                                only=("generator", "end to end"))
+    rows += bench_scenes(scene_batches, repeats, "cpu")
     if cuda:
         rows += bench_seed(seed_batches, n_seed_plates, repeats, "cuda")
+        rows += bench_scenes(scene_batches, repeats, "cuda")
         with tempfile.TemporaryDirectory() as tmp:
             for label, path in (("plateaug ORT fp32", onnx), ("plateaug ORT fp16", fp16_model(onnx, checkpoint,
                                                                                                 Path(tmp)))):

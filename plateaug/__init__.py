@@ -14,15 +14,20 @@ from .renderer.spec_loader import builtin_regions, load_region
 from .renderer.text import TextBatch, encode_texts, sample_text
 from .stream.allocator import tune_malloc
 from .stream.collate import collate, ctc_targets
+from .stream.composite import Harmonise
 from .stream.dataset import NonFiniteBatchError, PlateGANStream
+from .stream.degrade import Degrade
 from .stream.framing import Framing
 from .stream.lighting import Lighting, relight_hint
+from .stream.photos import ScenePhotos, ScenePhotosError
+from .stream.scene_options import Scene
+from .stream.scene_prior import ScenePrior
 
 __all__ = [
     "__version__",
-    "ExportReport", "ExportVerificationError", "Framing", "GeneratorOutputError", "Lighting",
-    "NonFiniteBatchError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream",
-    "RegionSpec", "RegionSpecError", "Renderer", "TextBatch", "TorchGenerator", "builtin_regions", "collate",
-    "create_generator", "ctc_targets", "encode_texts", "export_onnx", "generator_input", "load_region", "outline",
-    "relight_hint", "render", "sample_text", "tune_malloc",
+    "Degrade", "ExportReport", "ExportVerificationError", "Framing", "GeneratorOutputError", "Harmonise", "Lighting",
+    "NonFiniteBatchError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream", "RegionSpec",
+    "RegionSpecError", "Renderer", "Scene", "ScenePhotos", "ScenePhotosError", "ScenePrior", "TextBatch",
+    "TorchGenerator", "builtin_regions", "collate", "create_generator", "ctc_targets", "encode_texts", "export_onnx",
+    "generator_input", "load_region", "outline", "relight_hint", "render", "sample_text", "tune_malloc",
 ]

@@ -8,6 +8,7 @@ rerun with other ones is refused, and one process at a time may write a shard.
 
 Examples:
     python -m plateaug.generate --count 1000 --out data/plates --format yolo --mode scene
+    python -m plateaug.generate --count 1000 --out data/det --format coco --mode scene --scenes my/annotations.json
     torchrun --nproc-per-node 4 -m plateaug.generate --count 100000 --out data/det   # sharded by rank
 """
 
@@ -40,7 +41,7 @@ MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
 # settings.json keys that shape the content -> the option named when a rerun differs; sharding,
 # --no-progress and the device index are not among them (they change no byte of the output)
 CONTENT_SETTINGS = {"count": "--count", "format": "--format", "mode": "--mode", "regions": "--regions",
-                    "generator_sha256": "--generator",
+                    "generator_sha256": "--generator", "scenes": "--scenes", "backgrounds": "--backgrounds",
                     "augment": "--augment", "image_size": "--image-size", "seed": "--seed",
                     "batch_size": "--batch-size", "image_format": "--image-format", "device": "--device (type)"}
 
@@ -82,6 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "model), torch, torch-bf16 (the shipped checkpoint in bfloat16), none, or a path to an "
                          "existing .onnx/.pt file")
     ap.add_argument("--augment", default="light", help="none, light or heavy")
+    ap.add_argument("--scenes", default=None, help="scene mode: annotated photos (a COCO .json file or a YOLO folder) "
+                    "whose every plate is replaced by a stream plate (default: the shipped dashcam frames)")
+    ap.add_argument("--backgrounds", default=None, help="scene mode: 'procedural', or a folder of plain background "
+                    "images, instead of photos")
     ap.add_argument("--image-size", type=_size, help="HxW (default 64x256 crops, 384x640 scenes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64, help="images generated per batch (fixes the seeding)")
@@ -108,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.mode = "crop" if args.format == "ocr" else "scene"
     if args.format == "ocr" and args.mode != "crop":
         ap.error("--format ocr writes plate crops: use --mode crop")
+    if (args.scenes or args.backgrounds) and args.mode != "scene":
+        ap.error("--scenes and --backgrounds are for --mode scene")
     return args
 
 
@@ -134,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     regions = args.regions.split(",") if args.regions else None
     stream = PlateGANStream(regions=regions, mode=args.mode, image_size=args.image_size, device=args.device,
                             seed=args.seed, generator=None if args.generator == "none" else args.generator,
-                            augment=args.augment)
+                            augment=args.augment, scenes=args.scenes, backgrounds=args.backgrounds)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         probe = args.out / f".write-probe-{os.getpid()}"
@@ -197,6 +204,9 @@ def _settings(args: argparse.Namespace, stream: PlateGANStream) -> dict:
             "generator": name if name in GENERATORS else str(model.resolve()),
             "generator_sha256": _sha256(model) if model is not None else None,
             "augment": args.augment, "image_size": list(stream.image_size), "seed": args.seed,
+            "scenes": str(Path(args.scenes).resolve()) if args.scenes else None,
+            "backgrounds": args.backgrounds if args.backgrounds in (None, "procedural")
+            else str(Path(args.backgrounds).resolve()),
             "batch_size": args.batch_size, "image_format": args.image_format,
             "device": torch.device(args.device).type, "plateaug_version": __version__}
 

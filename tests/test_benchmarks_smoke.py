@@ -308,3 +308,76 @@ def test_realism_cn_recogniser_starts_from_the_latin_one(realism, tmp_path: Path
         torch.testing.assert_close(cn[2].head.weight[i], latin[3].head.weight[j])
         torch.testing.assert_close(cn[2].features[0].weight, latin[3].features[0].weight)
     assert not torch.equal(calls[1][2].features[0].weight, calls[3][2].features[0].weight)  # seed's own Latin
+
+
+# ---- benchmarks/detection.py ------------------------------------------------------------------------
+
+def _scene_fixture(folder: Path, seed: int = 0) -> Path:
+    """Photos of two sources (4 validation + 6 training each, by the split's file-name hash) with one or
+    two dark 'plates' on light rectangles, COCO annotations.json."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    (folder / "images").mkdir(parents=True)
+    for source in ("street", "web"):
+        for name in _names(source, n_val=4, n_train=6):
+            arr = rng.integers(70, 160, (150, 240, 3), dtype=np.uint8)
+            iid = len(images) + 1
+            for k in range(1 + iid % 2):
+                x, y, w, h = 20 + 110 * k, 60 + 10 * (iid % 4), 70, 18
+                arr[y: y + h, x: x + w] = 235
+                arr[y + 5: y + h - 5, x + 6: x + w - 6: 7] = 20  # "characters"
+                anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": 1, "bbox": [x, y, w, h]})
+            Image.fromarray(arr).save(folder / "images" / name, quality=90)
+            images.append({"id": iid, "file_name": f"images/{name}", "width": 240, "height": 150, "source": source})
+    (folder / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                         "categories": [{"id": 1, "name": "plate"}]}))
+    return folder
+
+
+def _detection(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "detection.py"), "--quick", "--jobs", "1", "--threads", "1",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
+    real = _scene_fixture(tmp_path / "scenes")
+    out = tmp_path / "det.json"
+    proc = _detection("--real", str(real), "--json", str(out), "--figure", str(tmp_path / "det.png"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    sources = ("procedural", "default", "paste", "replace", "real", "real+stream", "real@10%", "real+stream@10%")
+    assert [r["source"] for r in rows if r["test_source"] == "all"] == list(sources)
+    assert {r["test_source"] for r in rows} == {"all", "street", "web"}
+    for r in rows:
+        assert {"source", "test_source", "ap50_mean", "ap50_std", "ap_mean", "recall_mean", "seeds"} <= set(r)
+        assert 0 <= r["ap50_mean"] <= 1 and 0 <= r["recall_mean"] <= 1 and r["seeds"] == 1
+        assert r["n_test"] == (8 if r["test_source"] == "all" else 4)
+    assert result["mix_source"] in ("procedural", "default", "paste", "replace")
+    assert (tmp_path / "det.png").is_file()
+
+
+def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
+    real = _scene_fixture(tmp_path / "scenes")
+    holdout = _scene_fixture(tmp_path / "holdout", seed=1)
+    out = tmp_path / "det.json"
+    proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
+    for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
+                          (["--crop", "100"], "--crop must be > 0 and a multiple of 32"),
+                          (["--jobs", "0"], "--jobs and --threads must be >= 1"),
+                          (["--real", str(tmp_path)], "holds no annotations.json")):
+        proc = _detection("--real", str(real), *args)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-500:])
+
+
+def test_detection_without_data_names_the_missing_folder_and_the_option(tmp_path: Path) -> None:
+    proc = _detection()  # PLATEAUG_DATA points at a missing folder (tests/conftest.py)
+    assert proc.returncode == 2
+    assert "--real" in proc.stderr and "real-scenes is missing: pass --real DIR" in proc.stderr

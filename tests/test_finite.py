@@ -178,14 +178,14 @@ def test_guard_names_the_augmentation_stage_the_seed_and_the_batch() -> None:
 
 
 def test_guard_names_the_composition_stage(monkeypatch) -> None:
-    real_compose = dataset.compose
+    real_composite = dataset.composite
 
-    def leaky(*args):
-        scenes, boxes, corners = real_compose(*args)
-        corners[0, 0, 0] = float("inf")
-        return scenes, boxes, corners
+    def leaky(*args, **kw):
+        scenes, M = real_composite(*args, **kw)
+        M[:, 0, 0] = float("nan")  # the labels are warped with M
+        return scenes, M
 
-    monkeypatch.setattr(dataset, "compose", leaky)
+    monkeypatch.setattr(dataset, "composite", leaky)
     s = PlateGANStream(regions="cn_blue", mode="scene", image_size=(96, 160), seed=1, generator=None, augment="none")
     with pytest.raises(NonFiniteBatchError, match="scene composition stage"):
         s.make_batch(2, 5)
@@ -206,17 +206,18 @@ def test_guard_names_the_framing_stage_in_crop_mode(monkeypatch) -> None:
 
 
 def test_guard_says_when_a_replay_does_not_reproduce_it(monkeypatch) -> None:
-    real_compose, calls = dataset.compose, []
+    real_composite, calls = dataset.composite, []
 
-    def once(*args):  # non-finite the first time only
-        scenes, boxes, corners = real_compose(*args)
+    def once(*args, **kw):  # non-finite the first time only
+        scenes, M = real_composite(*args, **kw)
         calls.append(1)
         if len(calls) == 1:
             scenes[0, 0, 0, 0] = float("nan")
-        return scenes, boxes, corners
+        return scenes, M
 
-    monkeypatch.setattr(dataset, "compose", once)
-    s = PlateGANStream(regions="cn_blue", mode="scene", image_size=(96, 160), seed=1, generator=None, augment="none")
+    monkeypatch.setattr(dataset, "composite", once)
+    s = PlateGANStream(regions="cn_blue", mode="scene", image_size=(96, 160), seed=1, generator=None, augment="none",
+                       scene="plain")  # no JPEG, which would turn a NaN pixel into a number
     with pytest.raises(NonFiniteBatchError, match="not reproducible"):
         s.make_batch(2, 5)
 
@@ -224,17 +225,17 @@ def test_guard_says_when_a_replay_does_not_reproduce_it(monkeypatch) -> None:
 def test_generate_exits_1_and_writes_nothing_of_a_non_finite_batch(tmp_path, monkeypatch, capsys) -> None:
     from plateaug.generate import main
 
-    real_compose = dataset.compose
+    real_degrade = dataset.degrade
 
     def leaky(*args):
-        scenes, boxes, corners = real_compose(*args)
+        scenes = real_degrade(*args)
         scenes[-1, 0, 0, 0] = float("nan")
-        return scenes, boxes, corners
+        return scenes
 
-    monkeypatch.setattr(dataset, "compose", leaky)
+    monkeypatch.setattr(dataset, "degrade", leaky)
     out = tmp_path / "data"
     code = main(["--n", "3", "--out", str(out), "--format", "coco", "--image-size", "96x160", "--generator", "none",
                  "--no-progress"])
     assert code == 1
-    assert "scene composition stage" in capsys.readouterr().err
+    assert "degradation stage" in capsys.readouterr().err
     assert not list(out.rglob("*.jpg"))

@@ -185,3 +185,15 @@ def test_slovak_arms_emblem_is_drawn_left_of_the_characters():
         n = int(plates.lengths[b])
         assert (plates.char_boxes[b, :n, 0] >= band_right).all(), "a character box over the arms"
 
+
+
+def test_contact_sheet_draws_boxes_smaller_than_a_pixel(tmp_path):
+    """A far-away plate's character boxes shrink below a pixel on the sheet: drawn, not an error."""
+    from PIL import Image
+
+    from plateaug.writers.sheet import contact_sheet
+
+    contact_sheet([[torch.zeros(3, 64, 128)]], tmp_path / "s.png", boxes=[torch.tensor([[10.0, 10.0, 10.3, 10.2]])],
+                  cell_h=32)
+    with Image.open(tmp_path / "s.png") as im:
+        assert max(px[0] for px in im.getdata()) == 255  # the box's colour (255, 0, 160) is there

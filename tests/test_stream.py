@@ -150,7 +150,8 @@ def test_folder_backgrounds_used_and_corrupt_skipped(tmp_path):
     Image.new("RGB", (400, 300), (10, 200, 30)).save(tmp_path / "green.png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     stream = PlateGANStream(generator=None, mode="scene", backgrounds=tmp_path, seed=0, batch_size=12,
-                            augment="none", image_size=(96, 160), plates_per_scene=(1, 1))
+                            augment="none", image_size=(96, 160), plates_per_scene=(1, 1),
+                            scene="plain")  # no negatives or degradations over the background's colour
     with pytest.warns(UserWarning, match="broken.jpg"):
         images, _ = next(iter(stream))
     green = torch.tensor([10, 200, 30]) / 255

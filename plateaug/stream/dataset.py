@@ -31,11 +31,17 @@ from ..renderer.spec_loader import builtin_regions, load_region
 from ..renderer.text import sample_text
 from . import allocator, seeding
 from .augment import augment as apply_augment
-from .augment import corners_to_boxes, device_preset, inside_plates, resolve
+from .augment import boxes_to_corners, corners_to_boxes, device_preset, inside_plates, resolve
 from .collate import wrap_boxes
+from .composite import composite
+from .degrade import degrade
 from .framing import Framing, frame, resolve_framing
 from .lighting import Lighting, relight_hint, resolve_lighting
-from .scene import FolderBackgrounds, augment_scenes, compose, place_plates, procedural_backgrounds
+from .photos import ScenePhotos
+from .placement import box_quads, erase, frame_photo, place_new
+from .scene import FolderBackgrounds, augment_scenes, procedural_backgrounds
+from .scene_options import Scene, resolve_scene
+from .scene_prior import default_prior
 
 MODES = ("crop", "scene")
 DEFAULT_SIZE = {"crop": (64, 256), "scene": (384, 640)}
@@ -45,6 +51,14 @@ CPU_CHUNK = 32  # plates per generator call on the CPU
 DEVICE_TYPES = ("cpu", "cuda")  # the renderer, ONNX Runtime binding and augmentation run on these
 MAX_REGION_WEIGHT = 1e6  # region weights are relative; bounded so their sum stays finite
 BACKGROUND_STREAM = 1  # mixed into the batch seed for the device generator that draws backgrounds on a GPU
+SCENES_DIR = Path(__file__).parent / "scenes"
+SHIPPED_FRAMES = SCENES_DIR / "frames.json"  # MIT dashcam frames: the default scene photos
+NEGATIVE_SPECS = tuple(sorted((SCENES_DIR / "negatives").glob("*.toml")))  # hard negatives (not plates)
+REPLACE_DILATE = 0.08  # a replacing plate covers its real plate's box grown by this share of its height
+PHOTO_TRIES = 8  # photos drawn for a scene before giving up on unreadable ones
+# a photo annotation's region (real-data names) -> the shipped specs that draw such plates
+REGION_ALIASES = {"br": ("br_old", "br_mercosur"), "eu": ("eu_de", "eu_sk", "eu_sk_old"), "us": ("us",),
+                  "cn": ("cn_blue", "cn_green")}
 
 
 class NonFiniteBatchError(RuntimeError):
@@ -114,7 +128,8 @@ class PlateGANStream(IterableDataset):
                  length: int | None = None, backgrounds: str | Path | None = None,
                  plates_per_scene: tuple[int, int] = (1, 3), chunk: int = 64,
                  framing: str | Framing | dict | None = "detector", generator_share: float = 0.5,
-                 lighting: str | Lighting | dict | None = "none"):
+                 lighting: str | Lighting | dict | None = "none", scenes: str | Path | None = None,
+                 scene: str | Scene | dict | None = "default"):
         super().__init__()
         self.specs, self.weights = _resolve_regions(regions)
         if mode not in MODES:
@@ -156,7 +171,20 @@ class PlateGANStream(IterableDataset):
             self.augment = device_preset(augment, str(self.device))  # noise drawn on the GPU
         self.framing = resolve_framing(framing)
         self.lighting = resolve_lighting(lighting)
-        self.backgrounds = FolderBackgrounds(_check_backgrounds(backgrounds)) if backgrounds is not None else None
+        self.scene = resolve_scene(scene)
+        self.backgrounds, self.photos = None, None
+        if backgrounds is not None and scenes is not None:
+            raise ValueError("pass either scenes= (annotated photos whose plates are replaced) or backgrounds= "
+                             "(plain backgrounds, or 'procedural'), not both")
+        if isinstance(backgrounds, str) and backgrounds == "procedural":
+            pass
+        elif backgrounds is not None:
+            self.backgrounds = FolderBackgrounds(_check_backgrounds(backgrounds))
+        elif mode == "scene":  # real photos: the user's annotated ones, else the shipped dashcam frames
+            self.photos = ScenePhotos(scenes if scenes is not None else SHIPPED_FRAMES)
+        elif scenes is not None:
+            raise ValueError("scenes= (annotated photos) is for mode='scene'")
+        self.prior = self.scene.prior or default_prior()
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
         self._index = {ch: i + 1 for i, ch in enumerate(self.charset)}
         self.epoch = 0
@@ -251,9 +279,12 @@ class PlateGANStream(IterableDataset):
         if self._trace is not None and not _finite(*tensors):
             self._trace.append(name)
 
-    def _plates(self, n: int, g: torch.Generator, size: tuple[int, int]):
-        """n plates over the weighted regions, generated and resized to `size`, shuffled."""
-        which = torch.multinomial(self.weights, n, replacement=True, generator=g)
+    def _plates(self, n: int, g: torch.Generator, size: tuple[int, int], which: torch.Tensor | None = None):
+        """n plates over the weighted regions, generated and resized to `size`, shuffled; or, with
+        `which` (n,) region indices, plate i of region which[i], in that order."""
+        given = which is not None
+        if not given:
+            which = torch.multinomial(self.weights, n, replacement=True, generator=g)
         counts = torch.bincount(which, minlength=len(self.specs)).tolist()
         S = max(s.max_len for s in self.specs)
         images, boxes, texts, regions, aspects = [], [], [], [], []  # images: parts in region order
@@ -280,7 +311,12 @@ class PlateGANStream(IterableDataset):
             aspects += [spec.size_mm[0] / spec.size_mm[1]] * k
         if ranges:
             self._check_finite(torch.stack(ranges), backend)
-        perm = torch.randperm(n, generator=g)
+        if given:  # the parts are in region order: plate i is row inverse[i] of their concatenation
+            order = torch.sort(which, stable=True).indices
+            perm = torch.empty_like(order)
+            perm[order] = torch.arange(n)
+        else:
+            perm = torch.randperm(n, generator=g)
         dev_perm = to_device(perm, self.device)  # no host sync: pinned, non-blocking
         images = _scatter_parts(images, perm, self.device)  # == torch.cat(images)[perm], one copy instead of two
         boxes = torch.cat(boxes)[dev_perm]
@@ -346,16 +382,56 @@ class PlateGANStream(IterableDataset):
         return Batch(images, texts, regions, boxes, valid, corners, torch.arange(n, device=self.device))
 
     def _scenes(self, n: int, g: torch.Generator, seed: int) -> Batch:
-        lo, hi = self.plates_per_scene
-        counts = torch.randint(lo, hi + 1, (n,), generator=g)  # plates per scene
-        N = int(counts.sum())
-        plates, boxes, texts, regions, aspects = self._plates(N, g, TEXTURE)
-        bg = to_device(self.backgrounds(n, self.image_size, g) if self.backgrounds is not None
-                       else procedural_backgrounds(n, self.image_size, self._background_rng(seed) or g), self.device)
+        """n scenes: real photos (their plates replaced, or erased and new ones placed by the prior),
+        or procedural / folder backgrounds with plates placed by the prior; hard negatives; the plates
+        harmonised into their place; then augmentation and degradation of the whole scene."""
+        H, W = self.image_size
+        opts = self.scene
+        bg, real, real_regions = self._scene_backgrounds(n, g, seed)
         self._stage("backgrounds", bg)
-        quads = place_plates(counts, aspects, self.image_size, g)
-        scenes, cb, corners = compose(bg, plates, TEXTURE, boxes, counts, quads)
+        replace = self.photos is not None and opts.real_plates == "replace"
+        # plates that replace real ones (photos, "replace"): their boxes, their regions where annotated
+        old_owner = torch.cat([torch.full((len(b),), i) for i, b in enumerate(real)]).long()
+        old_boxes = torch.cat(real) if real else torch.zeros(0, 4)
+        if self.photos is not None and not replace:  # "erase": the real plates go, new ones come
+            bg = erase(bg, old_boxes, old_owner, g)
+        # new plates: counts per scene, regions, then places from the prior (a plate with no free place is left out)
+        if self.photos is None:
+            lo, hi = self.plates_per_scene
+            counts = self.prior.sample_counts(n, g, lo, hi)
+        elif replace:
+            counts = torch.randint(opts.extra_plates[0], opts.extra_plates[1] + 1, (n,), generator=g)
+        else:
+            counts = self.prior.sample_counts(n, g, 1, len(self.prior.plates_per_image))
+        new_owner = torch.repeat_interleave(torch.arange(n), counts)
+        which_old = self._photo_regions(real_regions, g) if replace else torch.zeros(0, dtype=torch.long)
+        which_new = torch.multinomial(self.weights, len(new_owner), replacement=True, generator=g) \
+            if len(new_owner) else torch.zeros(0, dtype=torch.long)
+        occupied = [box_quads(b, REPLACE_DILATE).flatten(1)[:, [0, 1, 4, 5]] if replace else torch.zeros(0, 4)
+                    for b in real]
+        aspects = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in self.specs])
+        new_quads, kept = place_new(self.prior, new_owner, aspects[which_new], occupied, (H, W), g,
+                                    opts.min_plate_px)
+        # hard negatives: text that is not a plate, larger than plates, where no plate is
+        neg = self._negatives(n, occupied, g)
+        covers = box_quads(old_boxes, REPLACE_DILATE) if replace else torch.zeros(0, 4, 2)
+        covers = torch.stack([covers[..., 0].clamp(0, W), covers[..., 1].clamp(0, H)], -1)  # inside the scene
+        quads = torch.cat([covers, new_quads])
+        owner = torch.cat([old_owner if replace else torch.zeros(0, dtype=torch.long), new_owner[kept]])
+        which = torch.cat([which_old, which_new[kept]])
+        reference = torch.cat([torch.ones(len(which_old), dtype=torch.bool), torch.zeros(int(kept.sum()),
+                                                                                         dtype=torch.bool)])
+        order = torch.sort(owner, stable=True).indices  # plates in scene order
+        quads, owner, which, reference = quads[order], owner[order], which[order], reference[order]
+        N = len(owner)
+        plates, boxes, texts, regions, _ = self._plates(N, g, TEXTURE, which) if N else \
+            (torch.zeros(0, 3, *TEXTURE, device=self.device), torch.zeros(0, 1, 4, device=self.device), [], [], None)
+        if neg is not None:  # negatives first: plates are never under one
+            bg, _ = composite(bg, neg[0], neg[1], neg[2], g, opts.harmonise)
+        scenes, M = composite(bg, plates, quads, owner, g, opts.harmonise, reference)
+        cb, corners = _scene_labels(boxes, M.to(self.device), TEXTURE, quads.to(self.device), (H, W))
         self._stage("scene composition", scenes, cb, corners)
+        counts = torch.bincount(owner, minlength=n)
         valid = cb.abs().sum(-1) > 0  # (N, S)
         # augment whole scenes: pack each scene's plates into padded rows of keypoints
         K, S = int(counts.max()), cb.shape[1]
@@ -375,7 +451,76 @@ class PlateGANStream(IterableDataset):
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
         cb = inside_plates(cb, corners, valid, self.image_size[1], self.image_size[0])
+        if opts.degrade is not None:
+            scenes = degrade(scenes, opts.degrade, g)
+            self._stage("degradation", scenes)
         return Batch(scenes, texts, regions, cb, valid, corners, owner)
+
+    def _scene_backgrounds(self, n: int, g: torch.Generator, seed: int
+                           ) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple]]:
+        """(backgrounds (n, 3, H, W) on the device, real plate boxes per scene (k, 4), their annotated
+        regions): framed photos, or procedural / folder backgrounds (no real plates)."""
+        size = self.image_size
+        if self.photos is None:
+            bg = self.backgrounds(n, size, g) if self.backgrounds is not None \
+                else procedural_backgrounds(n, size, self._background_rng(seed) or g)
+            return to_device(bg, self.device), [torch.zeros(0, 4)] * n, [()] * n
+        zoom = self.scene.zoom
+        frames, boxes, regions = [], [], []
+        picks = torch.randint(len(self.photos), (n * PHOTO_TRIES,), generator=g).tolist()
+        zooms = (zoom[0] + (zoom[1] - zoom[0]) * torch.rand(n, generator=g)).tolist()
+        for i in picks:
+            if len(frames) == n:
+                break
+            loaded = self.photos.load(i)
+            if loaded is None:
+                continue
+            frame, b = frame_photo(*loaded, size, zooms[len(frames)], g)
+            frames.append(frame)
+            boxes.append(b)
+            regions.append(self.photos.photos[i].regions)
+        if len(frames) < n:
+            raise ValueError(f"scenes {self.photos.path}: could not read enough photos ({len(frames)} of {n} after "
+                             f"{len(picks)} tries); see the warnings for which")
+        return to_device(torch.stack(frames), self.device), boxes, regions
+
+    def _photo_regions(self, regions: list[tuple], g: torch.Generator) -> torch.Tensor:
+        """Region index per real plate: the annotation's region where it names one of the stream's
+        (a spec name, or br/eu/us/cn for their shipped specs), else drawn from the stream's weights."""
+        names = [s.name for s in self.specs]
+        flat = [r for rs in regions for r in rs]
+        drawn = torch.multinomial(self.weights, max(1, len(flat)), replacement=True, generator=g)[: len(flat)]
+        u = torch.rand(len(flat), generator=g)
+        out = []
+        for r, d, x in zip(flat, drawn.tolist(), u.tolist()):
+            options = [i for i, nm in enumerate(names) if r is not None and nm in (r, *REGION_ALIASES.get(r, ()))]
+            out.append(options[int(x * len(options))] if options else d)
+        return torch.tensor(out, dtype=torch.long)
+
+    def _negatives(self, n: int, occupied: list[torch.Tensor], g: torch.Generator):
+        """Hard negatives for some scenes: (textures (m, 3, h, w), quads (m, 4, 2), owner (m,)) or None."""
+        opts = self.scene
+        counts = torch.randint(opts.negatives[0], opts.negatives[1] + 1, (n,), generator=g) \
+            * (torch.rand(n, generator=g) < opts.p_negative)
+        if not NEGATIVE_SPECS or int(counts.sum()) == 0:
+            return None
+        owner = torch.repeat_interleave(torch.arange(n), counts)
+        kind = torch.randint(len(NEGATIVE_SPECS), (len(owner),), generator=g)
+        specs = [load_region(p) for p in NEGATIVE_SPECS]
+        aspects = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in specs])[kind]
+        scale = 1.5 + 1.5 * torch.rand(len(owner), generator=g)  # signs are larger than plates
+        quads, kept = place_new(self.prior, owner, aspects, occupied, self.image_size, g, self.scene.min_plate_px,
+                                scale)
+        if not bool(kept.any()):
+            return None
+        owner, kind = owner[kept], kind[kept]
+        textures = torch.zeros(len(owner), 3, *TEXTURE, device=self.device)
+        for k, spec in enumerate(specs):
+            sel = (kind == k).nonzero().squeeze(1)
+            if len(sel):
+                made = render(spec, sample_text(spec, len(sel), g), self.device).images
+                textures[to_device(sel, self.device)] = resize(made, TEXTURE).clamp(0, 1)
+        return textures, quads, owner
 
     def _background_rng(self, seed: int) -> torch.Generator | None:
         """On a GPU, backgrounds are drawn there, from a device generator seeded from the batch seed
@@ -432,6 +577,19 @@ def _scatter_parts(parts: list[torch.Tensor], perm: torch.Tensor, device: torch.
     for part, idx in zip(parts, rows):
         out.index_copy_(0, idx, part)
     return out
+
+
+def _scene_labels(char_boxes: torch.Tensor, M: torch.Tensor, texture: tuple[int, int], quads: torch.Tensor,
+                  size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Character boxes (N, S, 4) given in texture pixels -> enclosing boxes of the warped characters in
+    the scene (zero rows stay zero), and the plate corners (N, 4, 2) (= the quads)."""
+    N, S = char_boxes.shape[:2]
+    H, W = size
+    pts = boxes_to_corners(char_boxes).reshape(N, S * 4, 2)
+    pts = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ M.transpose(1, 2)
+    pts = pts[..., :2] / pts[..., 2:]
+    valid = char_boxes.abs().sum(-1, keepdim=True) > 0
+    return corners_to_boxes(pts.view(N, S, 4, 2), W, H) * valid, quads.float()
 
 
 def _finite(*tensors: torch.Tensor) -> bool:

@@ -52,20 +52,22 @@ def _noise_bank() -> torch.Tensor:
     return torch.randn(NOISE_BANK, generator=torch.Generator().manual_seed(NOISE_BANK_SEED))
 
 
-def add_fine_noise(img: torch.Tensor, std: float, g: torch.Generator) -> torch.Tensor:
-    """In place: img (n, C, H, W) += std * one grey N(0, 1) field per image, drawn from g.
-    On a CUDA generator the field is drawn there (randn). On the CPU each image takes a window at a
-    random offset (from g) of a fixed bank of Gaussian values: within an image the values are i.i.d.
-    standard normal as before, and the draw costs n offsets instead of n * H * W values (the CPU
-    generator makes 100-170 M values/s: 2 M per batch of 128 crops at 64x256 were 12-20 ms, ~5 % of the
-    stream's time per batch; the windows are 3 ms)."""
+def add_fine_noise(img: torch.Tensor, std: float | torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """In place: img (n, C, H, W) += std * one grey N(0, 1) field per image, drawn from g; std a
+    number or (n,) one per image. On a CUDA generator the field is drawn there (randn). On the CPU
+    each image takes a window at a random offset (from g) of a fixed bank of Gaussian values: within
+    an image the values are i.i.d. standard normal as before, and the draw costs n offsets instead of
+    n * H * W values (the CPU generator makes 100-170 M values/s: 2 M per batch of 128 crops at 64x256
+    were 12-20 ms, ~5 % of the stream's time per batch; the windows are 3 ms)."""
     n, _, H, W = img.shape
+    scale = std if isinstance(std, (int, float)) else to_device(std, img.device).view(n, 1, 1, 1)
     if g.device.type != "cpu" or H * W > NOISE_BANK // 4:
-        return img.add_(torch.randn(n, 1, H, W, generator=g, device=g.device), alpha=std)
+        return img.add_(torch.randn(n, 1, H, W, generator=g, device=g.device) * scale)
     bank = _noise_bank()
     starts = torch.randint(0, NOISE_BANK - H * W + 1, (n,), generator=g)  # (n,)
     windows = bank.as_strided((NOISE_BANK - H * W + 1, H * W), (1, 1))  # row i = bank[i: i + H * W], no copy
-    return img.add_(windows[starts].view(n, 1, H, W), alpha=std)
+    field = windows[starts].view(n, 1, H, W)
+    return img.add_(field, alpha=scale) if isinstance(scale, (int, float)) else img.add_(field * scale)
 
 
 def procedural_backgrounds(n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:

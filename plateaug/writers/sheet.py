@@ -55,7 +55,8 @@ def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, captions: li
                 for b in np.asarray(boxes[i].detach().cpu(), dtype=np.float32):
                     if b[2] <= b[0] or b[3] <= b[1]:  # padding rows
                         continue
-                    draw.rectangle([x + b[0] * s, y + b[1] * s, x + b[2] * s - 1, y + b[3] * s - 1],
+                    x0, y0 = x + b[0] * s, y + b[1] * s  # a box under a pixel wide is drawn one pixel wide
+                    draw.rectangle([x0, y0, max(x0, x + b[2] * s - 1), max(y0, y + b[3] * s - 1)],
                                    outline=(255, 0, 160))
             x += im.width + pad
         if captions:

@@ -1,0 +1,583 @@
+"""Detection realism: does a plate detector trained on plateaug's scenes find plates in real photos?
+
+The same small detector (plateaug.models.centernet.PlateDetector: CenterNet-style heatmap + box size
++ offset at stride 4 on a residual trunk, ~0.6 M parameters), trained from scratch for the same steps
+on each source, is tested on the real validation photos: AP50, AP (IoU 0.50:0.95) and recall at
+IoU 0.5 from pycocotools (the reference COCO evaluator), per test source (`openalpr`, `ro_dashcam`,
+`openimages_lp`, any other `source` the test photos name) and overall (`all`), mean ± std over seeds.
+
+Sources (each differs from its control in one thing; the same detector, steps and crop sampling):
+    procedural       PlateGANStream(mode="scene", backgrounds="procedural"): plates on procedural
+                     backgrounds (the scenes before 2026-12-04, now placed by the shipped prior)
+    default          PlateGANStream(mode="scene"), nothing else: the shipped MIT dashcam frames with
+                     their plates replaced, extra plates, hard negatives, harmonisation, degradations
+    paste            the real training photos with their plates erased, stream plates placed by a
+                     ScenePrior measured on the training boxes (Scene(real_plates="erase"))
+    replace          the real training photos, every annotated plate replaced by a stream plate
+                     warped over it, plus 0-2 extra plates (Scene(real_plates="replace"))
+    real             the real training photos and their boxes
+    real+stream      half of every batch real, half from the best synthetic source (by AP50 `all`
+                     of this run, or --mix-source)
+    real@10%, real+stream@10%    the same with 10 % of the real training photos (the user who has
+                     labelled only a few); the stream part then replaces plates in those photos only
+Synthetic sources train on a pool of `--pool` scenes per seed, drawn once (the stream at its
+default 384x640); every source is sampled alike: a random photo or scene, scaled by 0.6-1.6, a crop
+of `crop` px (70 % of crops around a plate), flipped half the time, brightness/contrast +-20 %.
+
+Data: --real DIR (annotations.json, COCO; default ../shared/data/real-scenes or $PLATEAUG_DATA):
+its photos are split by benchmarks/scene_split.py (dashcam frames by time, others by file-name
+hash): the training split trains, the validation split tests. --holdout DIR: every photo of DIR's
+annotations.json is a test photo instead. Photos are used at `side` px on their longest side.
+
+    python benchmarks/detection.py                     # every source, 3 seeds (< 45 min on 2 CPU cores)
+    python benchmarks/detection.py --sources real,replace --seeds 1 --json out.json
+    python benchmarks/detection.py --quick             # seconds: the CI smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import as_completed
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import data_dir, executor, machine, missing_data, write_json  # noqa: E402
+from scene_split import split_images  # noqa: E402
+
+from plateaug import PlateGANStream  # noqa: E402
+from plateaug.models.centernet import PlateDetector, decode, detection_loss, encode_targets  # noqa: E402
+from plateaug.stream.photos import ScenePhotos  # noqa: E402
+from plateaug.stream.scene_options import Scene  # noqa: E402
+from plateaug.stream.scene_prior import ScenePrior  # noqa: E402
+
+SYNTHETIC = ("procedural", "default", "paste", "replace")
+SOURCES = (*SYNTHETIC, "real", "real+stream", "real@10%", "real+stream@10%")
+LOW_SHARE = 0.10
+DATA_SEED = 20261204
+FIGURE = Path(__file__).resolve().parent / "figures" / "detections.png"
+SCORE_SHOWN = 0.3  # detections drawn in the figure
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 700  # detector training steps per source and seed
+    batch: int = 16
+    crop: int = 256
+    lr: float = 3e-3
+    seeds: int = 3
+    pool: int = 480  # synthetic scenes per source and seed
+    side: int = 640  # longest side of every photo (train and test)
+    bf16: bool = True  # autocast on the CPU (bf16 units make it ~1.6x faster)
+    p_around_plate: float = 0.7  # share of crops centred near a plate
+    scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
+
+
+QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, scene_size=(96, 160))
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+@dataclass
+class Photos:
+    """Photos in memory at `side` px: images (3, h, w) uint8, boxes (K, 4) xyxy in those pixels."""
+
+    images: list[torch.Tensor]
+    boxes: list[torch.Tensor]
+    ids: list = None  # COCO image ids (test photos)
+    sources: list[str] = None
+    scale: list[float] = None  # stored px per original px
+
+    def subset(self, keep: list[int]) -> Photos:
+        pick = lambda xs: None if xs is None else [xs[i] for i in keep]  # noqa: E731
+        return Photos(pick(self.images), pick(self.boxes), pick(self.ids), pick(self.sources), pick(self.scale))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_photos(annotations: Path, side: int, which: set | None = None) -> Photos:
+    """The annotated photos of a COCO file (the plateaug.ScenePhotos rules), those with ids in `which`."""
+    sp = ScenePhotos(annotations, max_side=side, cache_bytes=0)
+    out = Photos([], [], [], [], [])
+    for i, p in enumerate(sp.photos):
+        if which is not None and p.image_id not in which:
+            continue
+        loaded = sp.load(i)
+        if loaded is None:
+            continue
+        img, boxes = loaded
+        out.images.append(img)
+        out.boxes.append(boxes)
+        out.ids.append(p.image_id)
+        out.sources.append(p.source or "photos")
+        out.scale.append(img.shape[-1] / p.width)
+    return out
+
+
+def split_ids(annotations: Path) -> tuple[set, set]:
+    coco = json.loads(annotations.read_text(encoding="utf-8"))
+    split = split_images(coco["images"])
+    return {i for i, s in split.items() if s == "train"}, {i for i, s in split.items() if s == "val"}
+
+
+def low_data_ids(train: Photos) -> list[int]:
+    """The LOW_SHARE of training photos the low-data arm keeps: by a hash of the image id (fixed)."""
+    key = lambda i: hashlib.md5(str(train.ids[i]).encode()).hexdigest()  # noqa: E731
+    order = sorted(range(len(train)), key=key)
+    return sorted(order[: max(1, round(LOW_SHARE * len(train)))])
+
+
+def subset_coco(annotations: Path, ids: set, folder: Path) -> Path:
+    """A COCO file in `folder` holding only images `ids` (their files reached through a link to the
+    original images folder): the stream's `scenes=` for a split."""
+    coco = json.loads(annotations.read_text(encoding="utf-8"))
+    tops = {Path(im["file_name"]).parts[0] for im in coco["images"] if im["id"] in ids}
+    for top in tops:
+        link = folder / top
+        if not link.exists():
+            link.symlink_to((annotations.parent / top).resolve(), target_is_directory=True)
+    keep = [im for im in coco["images"] if im["id"] in ids]
+    anns = [a for a in coco["annotations"] if a["image_id"] in ids]
+    out = folder / f"subset_{len(keep)}.json"
+    out.write_text(json.dumps({**coco, "images": keep, "annotations": anns}), encoding="utf-8")
+    return out
+
+
+# ---- training samples ------------------------------------------------------------------------------
+
+def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """n training crops (n, 3, crop, crop) in [0, 1] and their boxes: a random photo, scaled by
+    0.6-1.6, cropped around a plate (or anywhere), maybe flipped, brightness / contrast jittered.
+    A plate cut by the crop keeps its visible part when at least 40 % of it is inside; else it is dropped."""
+    C = s.crop
+    out = torch.empty(n, 3, C, C)
+    boxes = []
+    u = torch.rand(n, 8, generator=g)
+    picks = torch.randint(len(photos), (n,), generator=g).tolist()
+    for k, i in enumerate(picks):
+        img, bx = photos.images[i], photos.boxes[i].float()
+        _, h, w = img.shape
+        scale = math.exp(math.log(0.6) + (math.log(1.6) - math.log(0.6)) * float(u[k, 0]))
+        win = C / scale  # crop side in photo pixels
+        if len(bx) and float(u[k, 1]) < s.p_around_plate:
+            b = bx[int(float(u[k, 2]) * len(bx)) % len(bx)]
+            cx = float(b[0] + b[2]) / 2 + (float(u[k, 3]) - 0.5) * 0.8 * win
+            cy = float(b[1] + b[3]) / 2 + (float(u[k, 4]) - 0.5) * 0.8 * win
+        else:
+            cx, cy = float(u[k, 3]) * w, float(u[k, 4]) * h
+        x0, y0 = cx - win / 2, cy - win / 2
+        # the window in photo pixels -> crop pixels (an affine grid; outside the photo is grey)
+        theta = torch.tensor([[win / w, 0, (2 * x0 + win) / w - 1], [0, win / h, (2 * y0 + win) / h - 1]])
+        src = img[None].float() / 255
+        if scale < 0.8:  # shrinking: filter first
+            f = max(1, int(1 / scale))
+            src = F.avg_pool2d(src, f, ceil_mode=True) if f > 1 else src
+        grid = F.affine_grid(theta[None], (1, 3, C, C), align_corners=False)
+        out[k] = F.grid_sample(src - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + 0.5
+        b = (bx - torch.tensor([x0, y0, x0, y0])) * scale
+        if len(b):
+            clipped = b.clamp(0, C)
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) >= 0.4 * area
+            b = clipped[kept & ((clipped[:, 2] - clipped[:, 0]) >= 2) & ((clipped[:, 3] - clipped[:, 1]) >= 2)]
+        if float(u[k, 5]) < 0.5:
+            out[k] = out[k].flip(-1)
+            b = torch.stack([C - b[:, 2], b[:, 1], C - b[:, 0], b[:, 3]], 1) if len(b) else b
+        boxes.append(b)
+    bright = (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.4
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.4
+    mean = out.mean((1, 2, 3), keepdim=True)
+    return ((out - mean) * contrast + mean + bright).clamp_(0, 1), boxes
+
+
+def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int) -> PlateDetector:
+    """Train a fresh detector on a mix of photo sets (each (photos, share of every batch))."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(DATA_SEED + seed)
+    model = PlateDetector()
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
+    warm = max(1, s.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, k / max(1, s.steps)))))
+    counts = _split(s.batch, [share for _, share in parts])
+    model.train()
+    for _ in range(s.steps):
+        xs, bs = [], []
+        for (photos, _), k in zip(parts, counts):
+            if k:
+                x, b = sample_batch(photos, k, s, g)
+                xs.append(x)
+                bs += b
+        x = torch.cat(xs)
+        targets = encode_targets(bs, x.shape[-2:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            out = model(x)
+        loss, _ = detection_loss(out, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def _split(total: int, shares: list[float]) -> list[int]:
+    raw = [total * x / sum(shares) for x in shares]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: out[i] - raw[i])[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+@torch.no_grad()
+def detect(model: PlateDetector, photos: Photos, bf16: bool, batch: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per test photo (boxes (k, 4) xyxy in its original pixels, scores (k,)), the top 100."""
+    order = sorted(range(len(photos)), key=lambda i: tuple(photos.images[i].shape))
+    out: list = [None] * len(photos)
+    for start in range(0, len(order), batch):
+        idx = order[start: start + batch]
+        h = max(photos.images[i].shape[1] for i in idx)
+        w = max(photos.images[i].shape[2] for i in idx)
+        H, W = -(-h // 32) * 32, -(-w // 32) * 32
+        x = torch.full((len(idx), 3, H, W), 0.5)
+        for k, i in enumerate(idx):
+            img = photos.images[i]
+            x[k, :, : img.shape[1], : img.shape[2]] = img.float() / 255
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(x)
+        for k, (boxes, scores) in enumerate(decode(*outputs)):
+            i = idx[k]
+            out[i] = ((boxes / photos.scale[i]).numpy(), scores.numpy())
+    return out
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+def coco_metrics(gt: dict, dets: dict, ids: list) -> dict[str, float]:
+    """AP50, AP (0.50:0.95) and recall at IoU 0.5 (100 detections) of `dets` {image id: (boxes xyxy,
+    scores)} on the ground truth images `ids` (pycocotools)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        results = [{"image_id": i, "category_id": 1, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                                              float(b[3] - b[1])], "score": float(sc)}
+                   for i in ids for b, sc in zip(*dets[i])]
+        if not results:
+            return {"ap50": 0.0, "ap": 0.0, "recall": 0.0}
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.params.imgIds = list(ids)
+        ev.params.catIds = [1]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    recall = ev.eval["recall"][0, 0, 0, -1]  # IoU 0.5, class, area all, 100 detections
+    return {"ap50": max(0.0, float(ev.stats[1])), "ap": max(0.0, float(ev.stats[0])), "recall": max(0.0, float(recall))}
+
+
+def plate_gt(annotations: Path, ids: set) -> dict:
+    """The COCO ground truth of the test photos: plate boxes only (category 1), as the photos hold them."""
+    coco = json.loads(annotations.read_text(encoding="utf-8"))
+    sp = ScenePhotos(annotations, max_side=64, cache_bytes=0)
+    anns, images = [], []
+    for p in sp.photos:
+        if p.image_id not in ids:
+            continue
+        images.append({"id": p.image_id, "width": p.width, "height": p.height})
+        for x0, y0, x1, y1 in p.boxes:
+            anns.append({"id": len(anns) + 1, "image_id": p.image_id, "category_id": 1, "iscrowd": 0,
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    return {"info": coco.get("info", {}), "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "plate"}]}
+
+
+# ---- jobs ------------------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    real: Path  # annotations.json of the real photos
+    holdout: Path | None
+    s: Settings
+    workdir: Path
+    base: dict  # --stream-options: PlateGANStream keyword arguments for every synthetic source
+
+
+_CTX: Context | None = None
+_DATA: dict = {}
+
+
+def _init_worker(ctx: Context, threads: int) -> None:
+    global _CTX
+    _CTX = ctx
+    torch.set_num_threads(max(1, threads))
+    _DATA.clear()
+
+
+def _data() -> dict:
+    """This process's photos, loaded once: train, test, and the low-data subset of train."""
+    if not _DATA:
+        ctx = _CTX
+        train_ids, val_ids = split_ids(ctx.real)
+        _DATA["train"] = load_photos(ctx.real, ctx.s.side, train_ids)
+        _DATA["test"] = load_photos(ctx.holdout, ctx.s.side) if ctx.holdout else load_photos(ctx.real, ctx.s.side,
+                                                                                            val_ids)
+        _DATA["low"] = low_data_ids(_DATA["train"])
+    return _DATA
+
+
+def source_options(source: str, ctx: Context, low: bool = False) -> dict:
+    """PlateGANStream keyword arguments of a synthetic source (low: its photos are the low-data subset),
+    with --stream-options on top (a "scene" dict there changes single Scene fields of the source's)."""
+    base = dict(ctx.base)
+    scene_fields = base.pop("scene", {})
+    if source == "procedural":
+        return {**base, "backgrounds": "procedural", "scene": Scene(**scene_fields)}
+    if source == "default":
+        return {**base, **({"scene": Scene(**scene_fields)} if scene_fields else {})}
+    d = _data()
+    ids = [d["train"].ids[i] for i in d["low"]] if low else d["train"].ids
+    folder = ctx.workdir
+    coco = subset_coco(ctx.real, set(ids), folder)
+    prior_file = folder / f"prior_{len(ids)}.toml"
+    if not prior_file.exists():
+        ScenePrior.from_coco(coco, components=min(4, max(1, sum(len(d["train"].boxes[i]) for i in range(
+            len(d["train"])) if not low or i in d["low"]) // 16))).save(prior_file)
+    real_plates = "erase" if source == "paste" else "replace"
+    scene = Scene(**{"prior": ScenePrior.load(prior_file), "real_plates": real_plates, **scene_fields})
+    return {**base, "scenes": str(coco), "scene": scene}
+
+
+def synthetic_pool(source: str, seed: int, n: int, low: bool = False) -> Photos:
+    """n scenes of a synthetic source (stream seed DATA_SEED + 1000 seed), kept as uint8."""
+    ctx = _CTX
+    stream = PlateGANStream(mode="scene", seed=DATA_SEED + 1000 * seed, batch_size=min(16, n),
+                            length=-(-n // min(16, n)), image_size=ctx.s.scene_size, **source_options(source, ctx, low))
+    images, boxes = [], []
+    for x, targets in stream:
+        for img, t in zip(x, targets):
+            images.append((img * 255).round().to(torch.uint8))
+            boxes.append(t["boxes"].as_subclass(torch.Tensor).float())
+    return Photos(images[:n], boxes[:n])
+
+
+def source_job(source: str, seed: int, mix: str | None) -> dict:
+    """Train one detector for (source, seed) and detect on every test photo."""
+    ctx = _CTX
+    s = ctx.s
+    t0 = time.perf_counter()
+    d = _data()
+    low = source.endswith("@10%")
+    real = d["train"].subset(d["low"]) if low else d["train"]
+    if source in SYNTHETIC:
+        parts = [(synthetic_pool(source, seed, s.pool), 1.0)]
+    elif source.startswith("real+stream"):
+        parts = [(real, 0.5), (synthetic_pool(mix, seed, s.pool, low=low), 0.5)]
+    else:
+        parts = [(real, 1.0)]
+    data_s = time.perf_counter() - t0
+    model = train_detector(parts, s, seed)
+    train_s = time.perf_counter() - t0 - data_s
+    dets = detect(model, d["test"], s.bf16)
+    return {"source": source, "seed": seed, "dets": {i: dets[k] for k, i in enumerate(d["test"].ids)},
+            "data_s": data_s, "train_s": train_s, "time_s": time.perf_counter() - t0}
+
+
+def step_time(s: Settings, steps: int = 8) -> float:
+    """Seconds per detector training step (batch of s.batch crops) in this process."""
+    photos = Photos([torch.randint(0, 255, (3, 360, 640), dtype=torch.uint8)] * 4,
+                    [torch.tensor([[100.0, 200, 160, 216]])] * 4)
+    t = time.perf_counter()
+    train_detector([(photos, 1.0)], replace(s, steps=steps), 0)
+    return (time.perf_counter() - t) / steps
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs: int, threads: int,
+        mix: str | None, figure: Path | None, base: dict | None = None) -> dict:
+    t0 = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="plateaug-detection-"))
+    ctx = Context(real, holdout, s, workdir, base or {})
+    _init_worker(ctx, threads)
+    d = _data()
+    test = d["test"]
+    gt = plate_gt(holdout or real, set(test.ids))
+    test_sources = sorted(set(test.sources))
+    print(f"real: {real} (train {len(d['train'])} photos, {sum(len(b) for b in d['train'].boxes)} plates; low-data "
+          f"arm {len(d['low'])}); test: {holdout or 'validation split'} ({len(test)} photos, "
+          + ", ".join(f"{x} {test.sources.count(x)}" for x in test_sources) + f"); {s.steps} steps of {s.batch} "
+          f"crops of {s.crop} px, photos at {s.side} px, pool {s.pool} scenes per synthetic source and seed, "
+          f"{s.seeds} seeds, {jobs} job(s) x {threads} thread(s)", flush=True)
+    seeds = list(range(s.seeds))
+    by_source: dict[str, dict[int, dict]] = {}
+    times: dict[str, float] = {}
+
+    def collect(futures):
+        for f in as_completed(futures):
+            out = f.result()
+            by_source.setdefault(out["source"], {})[out["seed"]] = out["dets"]
+            times[out["source"]] = times.get(out["source"], 0.0) + out["time_s"]
+            m = coco_metrics(gt, out["dets"], test.ids)
+            print(f"  {out['source']} seed {out['seed']}: AP50 {m['ap50']:.3f}, AP {m['ap']:.3f}, recall "
+                  f"{m['recall']:.3f} ({out['time_s']:.0f} s: data {out['data_s']:.0f}, train {out['train_s']:.0f})",
+                  flush=True)
+
+    first = [x for x in SOURCES if x in sources and not x.startswith("real+stream")]
+    with executor(jobs, _init_worker, (ctx, threads)) as ex:
+        collect([ex.submit(source_job, x, k, None) for x in first for k in seeds])
+        if any(x.startswith("real+stream") for x in sources):
+            if mix is None:
+                done = [x for x in SYNTHETIC if x in by_source]
+                if not done:
+                    raise SystemExit("error: real+stream needs a synthetic source in --sources or --mix-source")
+                mix = max(done, key=lambda x: statistics.mean(coco_metrics(gt, by_source[x][k], test.ids)["ap50"]
+                                                              for k in by_source[x]))
+            print(f"  real+stream mixes in `{mix}`", flush=True)
+            collect([ex.submit(source_job, x, k, mix) for x in sources if x.startswith("real+stream") for k in seeds])
+    rows = []
+    groups = {"all": test.ids, **{x: [i for i, src in zip(test.ids, test.sources) if src == x] for x in test_sources}}
+    for source in [x for x in SOURCES if x in by_source]:
+        for name, ids in groups.items():
+            ms = [coco_metrics(gt, by_source[source][k], ids) for k in sorted(by_source[source])]
+            ap50 = [m["ap50"] for m in ms]
+            rows.append({"source": source, "test_source": name, "ap50_mean": statistics.mean(ap50),
+                         "ap50_std": statistics.pstdev(ap50), "ap_mean": statistics.mean(m["ap"] for m in ms),
+                         "recall_mean": statistics.mean(m["recall"] for m in ms), "seeds": len(ms),
+                         "n_test": len(ids)})
+    text = table(rows, mix, time.perf_counter() - t0)
+    print(text)
+    if figure is not None:
+        draw_figure(figure, test, gt, {x: by_source[x][min(by_source[x])] for x in by_source}, test_sources)
+        print(f"figure: {figure}")
+    return {"rows": rows, "mix_source": mix, "settings": asdict(s), "sources": sources, "stream_options": base or {},
+            "real": str(real), "holdout": str(holdout) if holdout else None, "jobs": jobs, "threads_per_job": threads,
+            "time_per_source_s": times, "runtime_s": round(time.perf_counter() - t0, 1), "machine": machine(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "text": text}
+
+
+def table(rows: list[dict], mix: str | None, total: float) -> str:
+    tests = list(dict.fromkeys(r["test_source"] for r in rows))
+    lines = ["", f"{'source':<18}" + "".join(f"{t:>22}" for t in tests)]
+    for source in dict.fromkeys(r["source"] for r in rows):
+        cells = {r["test_source"]: r for r in rows if r["source"] == source}
+        lines.append(f"{source:<18}" + "".join(
+            f"{cells[t]['ap50_mean']:>10.3f} ± {cells[t]['ap50_std']:.3f} ({cells[t]['recall_mean']:.2f})"
+            if t in cells else f"{'':>22}" for t in tests))
+    lines.append("AP50 mean ± std over seeds (recall at IoU 0.5 in brackets) on the real test photos"
+                 + (f"; real+stream mixes in `{mix}`" if mix else "") + f"; total {total:.0f} s")
+    return "\n".join(lines)
+
+
+def draw_figure(path: Path, test: Photos, gt: dict, dets: dict, test_sources: list[str], per_source: int = 2) -> None:
+    """Detections (red, score >= SCORE_SHOWN) of each source's seed-0 detector on the same test photos,
+    ground truth in green: one row per source, `per_source` photos of each test source."""
+    from PIL import Image, ImageDraw
+
+    picks = []
+    for src in test_sources:
+        cand = [i for i, x in enumerate(test.sources) if x == src and len(test.boxes[i])]
+        picks += cand[:: max(1, len(cand) // per_source)][:per_source]
+    cw, ch = 256, 160
+    sheet = Image.new("RGB", (cw * len(picks) + 110, ch * len(dets)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (source, det) in enumerate(dets.items()):
+        draw.text((4, r * ch + ch // 2), source, fill=(0, 0, 0))
+        for c, i in enumerate(picks):
+            img = test.images[i]
+            pil = Image.fromarray(img.permute(1, 2, 0).numpy())
+            s = min(cw / pil.width, ch / pil.height)
+            pil = pil.resize((max(1, int(pil.width * s)), max(1, int(pil.height * s))))
+            d = ImageDraw.Draw(pil)
+            k = s * test.scale[i]  # original px -> thumbnail px
+            for b in test.boxes[i]:
+                d.rectangle([float(v) * s for v in b], outline=(0, 220, 0), width=2)
+            boxes, scores = det[test.ids[i]]
+            for b, sc in zip(boxes, scores):
+                if sc >= SCORE_SHOWN:
+                    d.rectangle([float(v) * k for v in b], outline=(255, 0, 0), width=1)
+            sheet.paste(pil, (110 + c * cw, r * ch))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", default=str(data_dir("real-scenes")),
+                    help="folder with annotations.json (COCO, plate boxes; image field `source`)")
+    ap.add_argument("--holdout", help="folder with annotations.json: every photo is a test photo")
+    ap.add_argument("--sources", default=",".join(SOURCES), help=f"comma list of {list(SOURCES)}")
+    ap.add_argument("--stream-options", default="{}", help="JSON PlateGANStream keyword arguments for every synthetic "
+                    "source; a \"scene\" object there sets Scene fields (e.g. '{\"generator_share\": 0}', "
+                    "'{\"scene\": {\"harmonise\": null}}')")
+    ap.add_argument("--mix-source", choices=SYNTHETIC, help="the synthetic source real+stream mixes in "
+                    "(default: the best by AP50 in this run)")
+    for name in ("steps", "batch", "crop", "seeds", "pool", "side"):
+        ap.add_argument(f"--{name}", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--quick", action="store_true", help="a few steps on tiny inputs: seconds (smoke test)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="detectors trained at a time")
+    ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
+    ap.add_argument("--json")
+    ap.add_argument("--txt")
+    ap.add_argument("--figure", default=None, help=f"detections figure (default {FIGURE.relative_to(FIGURE.parents[2])}"
+                    " for a full run, none with --quick)")
+    args = ap.parse_args(argv)
+    sources = [x.strip() for x in args.sources.split(",") if x.strip()]
+    if unknown := [x for x in sources if x not in SOURCES]:
+        ap.error(f"--sources: unknown {unknown}; choose from {list(SOURCES)}")
+    real = Path(args.real)
+    if problem := missing_data("--real", real, "annotations.json"):
+        ap.error(problem)
+    holdout = Path(args.holdout) if args.holdout else None
+    if holdout is not None and (problem := missing_data("--holdout", holdout, "annotations.json")):
+        ap.error(problem)
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        ap.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr")
+             if (v := getattr(args, k)) is not None}
+    for k, v in given.items():
+        if v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):
+            ap.error(f"--{k} must be > 0" + (" and a multiple of 32" if k == "crop" else "") +
+                     (" and >= 64" if k == "side" else "") + f", got {v}")
+    s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {})})
+    try:
+        base = json.loads(args.stream_options)
+        if not isinstance(base, dict) or {"mode", "seed", "batch_size", "length", "image_size"} & set(base):
+            raise ValueError("a JSON object without mode, seed, batch_size, length, image_size")
+        Scene(**base.get("scene", {}))
+    except (ValueError, TypeError) as e:
+        ap.error(f"--stream-options: {e}")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    torch.set_num_threads(threads)
+    figure = Path(args.figure) if args.figure else (None if args.quick else FIGURE)
+    payload = run(real / "annotations.json", holdout / "annotations.json" if holdout else None, sources, s, args.jobs,
+                  threads, args.mix_source, figure, base)
+    if args.txt:
+        Path(args.txt).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.txt).write_text(payload["text"].lstrip("\n") + "\n", encoding="utf-8")
+    write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

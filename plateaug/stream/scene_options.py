@@ -1,0 +1,69 @@
+"""How scene mode builds a scene (one frozen dataclass, like Framing and Lighting): where new plates go,
+what happens to the real plates of a photo, harmonisation, hard negatives and degradations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .composite import Harmonise
+from .degrade import Degrade
+from .presets import resolve_preset
+from .scene_prior import MAX_PLATES, ScenePrior
+
+REAL_PLATES = ("replace", "erase")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Scene-mode settings. With photos (`scenes=` or the shipped frames) every annotated real plate
+    is either replaced by a stream plate warped over it ("replace") or erased, new plates then going
+    where the prior puts them ("erase"); no real plate is ever left unlabelled."""
+
+    prior: ScenePrior | str | Path | None = None  # where new plates go and how large; None: the shipped prior
+    real_plates: str = "replace"
+    extra_plates: tuple[int, int] = (0, 2)  # photos, "replace": plates pasted besides the replaced ones
+    zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
+    min_plate_px: float = 14.0  # narrowest new plate, scene pixels
+    harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
+    p_negative: float = 0.4  # share of scenes with hard negatives (signs, banners: text that is not a plate)
+    negatives: tuple[int, int] = (1, 2)  # how many in such a scene
+    degrade: Degrade | dict | None = Degrade()  # low light, blur, noise, JPEG on the whole scene
+
+    def __post_init__(self):
+        if isinstance(self.prior, (str, Path)):
+            object.__setattr__(self, "prior", ScenePrior.load(self.prior))
+        if self.prior is not None and not isinstance(self.prior, ScenePrior):
+            raise TypeError(f"Scene.prior must be a ScenePrior, a path to its .toml or None, got {self.prior!r}")
+        for name, cls in (("harmonise", Harmonise), ("degrade", Degrade)):
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                object.__setattr__(self, name, cls(**{k: tuple(x) if isinstance(x, list) else x
+                                                      for k, x in v.items()}))
+            elif v is not None and not isinstance(v, cls):
+                raise TypeError(f"Scene.{name} must be a plateaug.{cls.__name__}, a dict of its fields or None, "
+                                f"got {v!r}")
+        if self.real_plates not in REAL_PLATES:
+            raise ValueError(f"Scene.real_plates must be one of {REAL_PLATES}, got {self.real_plates!r}")
+        for name, top in (("extra_plates", MAX_PLATES), ("negatives", MAX_PLATES)):
+            lo, hi = getattr(self, name)
+            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= top):
+                raise ValueError(f"Scene.{name} must be (low, high) ints with 0 <= low <= high <= {top}, "
+                                 f"got {getattr(self, name)}")
+        if not 1.0 <= self.zoom[0] <= self.zoom[1] <= 4.0:
+            raise ValueError(f"Scene.zoom must be (low, high) with 1 <= low <= high <= 4, got {self.zoom}")
+        if not 4.0 <= self.min_plate_px <= 256.0:
+            raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
+        if not 0.0 <= self.p_negative <= 1.0:
+            raise ValueError(f"Scene.p_negative must be in [0, 1], got {self.p_negative}")
+
+
+SCENES: dict[str, Scene] = {
+    "default": Scene(),
+    "plain": Scene(harmonise=None, p_negative=0.0, degrade=None),  # composition only (ablations)
+}
+
+
+def resolve_scene(scene: str | Scene | dict | None) -> Scene:
+    """A preset name ("default", "plain"), a Scene, a dict of Scene fields, or None (= "default")."""
+    return resolve_preset(scene, Scene, SCENES, "scene") or SCENES["default"]

@@ -1,0 +1,184 @@
+"""Scene mode on real photos: every annotated plate replaced (or erased), new plates where the prior
+puts them, hard negatives unlabelled, harmonisation and degradations; the composition itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from plateaug import PlateGANStream, Scene, ScenePrior
+from plateaug.generate import main as generate
+from plateaug.stream.composite import composite, pick_level
+from plateaug.stream.scene_prior import default_prior
+
+RED = (230, 20, 20)
+
+
+@pytest.fixture
+def red_photos(tmp_path) -> Path:
+    """Four grey photos with one or two bright red 'plates' each, annotated (COCO), some with a region."""
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for k in range(4):
+        arr = rng.integers(90, 150, (180, 320, 3), dtype=np.uint8)
+        boxes = [(40 + 30 * k, 110, 60, 16)] + ([(220, 40, 50, 14)] if k % 2 else [])
+        for x, y, w, h in boxes:
+            arr[y: y + h, x: x + w] = RED
+            anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": 1, "bbox": [x, y, w, h],
+                         **({"region": "cn"} if k == 0 else {})})
+        Image.fromarray(arr).save(tmp_path / f"p{k}.png")
+        images.append({"id": k + 1, "file_name": f"p{k}.png", "width": 320, "height": 180})
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "plate"}]}))
+    return path
+
+
+def red_pixels(images: torch.Tensor) -> int:
+    r, g, b = (images * 255).unbind(1)
+    return int(((r > 200) & (g < 60) & (b < 60)).sum())
+
+
+def plain(**kw) -> Scene:
+    return Scene(**{"harmonise": None, "p_negative": 0.0, "degrade": None, "zoom": (1.0, 1.0), **kw})
+
+
+def stream(photos, scene: Scene, **kw) -> PlateGANStream:
+    kw = {"regions": ["eu_de", "cn_blue"], "mode": "scene", "image_size": (180, 320), "generator": None,
+          "augment": "none", "seed": 3, **kw}
+    return PlateGANStream(scenes=photos, scene=scene, **kw)
+
+
+def test_replace_covers_every_real_plate_and_labels_it(red_photos) -> None:
+    s = stream(red_photos, plain(extra_plates=(0, 0)))
+    batch = s.make_batch(8, 1)
+    assert red_pixels(batch.images) == 0  # not a pixel of a real plate is left
+    targets = s.targets(batch)
+    for t, image in zip(targets, batch.images):
+        n_real = 2 if len(t["boxes"]) == 2 else 1
+        assert len(t["boxes"]) == n_real
+        for box in t["boxes"]:  # each replacing plate covers its real box (grown a little)
+            x0, y0, x1, y1 = box.tolist()
+            assert x1 - x0 >= 50 and y1 - y0 >= 14
+        assert all(len(cb) == len(text) for cb, text in zip(t["char_boxes"], t["text"]))
+
+
+def test_replacing_plates_take_the_annotated_region(red_photos) -> None:
+    """Photo 0's plate (at x 40, annotated "cn") always becomes a Chinese plate; the others are drawn
+    from the stream's regions."""
+    s = stream(red_photos, plain(extra_plates=(0, 0)))
+    annotated, others = [], []
+    for seed in range(4):
+        for t in s.targets(s.make_batch(8, seed)):
+            for box, region in zip(t["boxes"], t["region"]):
+                (annotated if abs(box[0].item() - (40 - 0.08 * 16)) < 0.5 else others).append(region)
+    assert annotated and set(annotated) == {"cn_blue"}
+    assert set(others) == {"cn_blue", "eu_de"}
+
+
+def test_erase_removes_real_plates_and_places_new_ones(red_photos) -> None:
+    s = stream(red_photos, plain(real_plates="erase"))
+    batch = s.make_batch(8, 2)
+    assert red_pixels(batch.images) == 0
+    assert all(len(t["boxes"]) >= 1 for t in s.targets(batch))
+
+
+def test_extra_plates_never_overlap_the_replaced_ones(red_photos) -> None:
+    s = stream(red_photos, plain(extra_plates=(2, 2)))
+    for seed in range(3):
+        for t in s.targets(s.make_batch(8, seed)):
+            b = t["boxes"]
+            for i in range(len(b)):
+                for j in range(i + 1, len(b)):
+                    ix = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
+                    iy = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
+                    assert ix <= 0 or iy <= 0, (b[i], b[j])
+
+
+def test_negatives_add_pixels_but_no_labels(red_photos) -> None:
+    with_neg = stream(red_photos, plain(extra_plates=(0, 0), p_negative=1.0, negatives=(2, 2)))
+    targets = with_neg.targets(with_neg.make_batch(6, 4))
+    assert all(len(t["boxes"]) in (1, 2) for t in targets)  # the real plates only
+    assert with_neg._negatives(6, [torch.zeros(0, 4)] * 6, torch.Generator().manual_seed(0)) is not None
+
+
+def test_same_seed_same_scenes_with_every_scene_stage_on(red_photos) -> None:
+    a = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
+    b = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
+    x, y = a.make_batch(4, 9), b.make_batch(4, 9)
+    assert torch.equal(x.images, y.images) and x.texts == y.texts and torch.equal(x.corners, y.corners)
+    assert bool(torch.isfinite(x.images).all()) and 0 <= x.images.min() and x.images.max() <= 1
+
+
+def test_default_scene_stream_uses_the_shipped_frames_and_labels_inside() -> None:
+    s = PlateGANStream(mode="scene", image_size=(192, 320), generator=None, seed=0)
+    assert s.photos is not None and len(s.photos) >= 50
+    images, targets = next(iter(PlateGANStream(mode="scene", image_size=(192, 320), generator=None, seed=0,
+                                               batch_size=4, length=1)))
+    assert images.shape == (4, 3, 192, 320)
+    for t in targets:
+        assert len(t["boxes"]) >= 1  # every frame has a plate, replaced
+        assert (t["boxes"][:, 0] >= 0).all() and (t["boxes"][:, 2] <= 320).all()
+        assert (t["boxes"][:, 1] >= 0).all() and (t["boxes"][:, 3] <= 192).all()
+
+
+def test_procedural_backgrounds_and_argument_errors(red_photos, tmp_path) -> None:
+    s = PlateGANStream(mode="scene", backgrounds="procedural", image_size=(96, 160), generator=None, seed=1)
+    assert s.photos is None and s.make_batch(2, 0).images.shape == (2, 3, 96, 160)
+    with pytest.raises(ValueError, match="either scenes="):
+        PlateGANStream(mode="scene", scenes=red_photos, backgrounds="procedural")
+    with pytest.raises(ValueError, match="for mode='scene'"):
+        PlateGANStream(mode="crop", scenes=red_photos)
+    with pytest.raises(ValueError, match="Scene.real_plates"):
+        Scene(real_plates="keep")
+    with pytest.raises(ValueError, match="Scene.extra_plates"):
+        Scene(extra_plates=(2, 1))
+    with pytest.raises(ValueError, match="unknown fields"):
+        PlateGANStream(mode="scene", scene={"nope": 1})
+    s = PlateGANStream(mode="scene", scene={"p_negative": 0.0, "degrade": {"p_jpeg": 1.0}}, generator=None)
+    assert s.scene.degrade.p_jpeg == 1.0
+
+
+def test_a_user_prior_places_new_plates(red_photos) -> None:
+    """A prior whose plates are all 30 % of the width, centred: every new plate is about that wide."""
+    prior = ScenePrior((1.0,), ((np.log(0.3), 0.5, 0.5, np.log(4.0)),), ((
+        (1e-4, 0, 0, 0), (0, 1e-4, 0, 0), (0, 0, 1e-4, 0), (0, 0, 0, 1e-4)),), (1.0,))
+    s = PlateGANStream(mode="scene", backgrounds="procedural", scene=plain(prior=prior), regions="eu_de",
+                       image_size=(180, 320), generator=None, augment="none", seed=0)
+    for t in s.targets(s.make_batch(4, 0)):
+        w = (t["boxes"][:, 2] - t["boxes"][:, 0])
+        assert len(w) >= 1 and ((w - 0.3 * 320).abs() < 8).all(), w
+
+
+def test_composite_puts_a_plate_exactly_on_its_quad() -> None:
+    scenes = torch.full((2, 3, 60, 100), 0.5)
+    plates = torch.zeros(1, 3, 96, 288)
+    plates[:, 0] = 1.0  # a red plate
+    quad = torch.tensor([[[20.0, 10.0], [80.0, 10.0], [80.0, 30.0], [20.0, 30.0]]])
+    out, M = composite(scenes.clone(), plates, quad, torch.tensor([1]), torch.Generator().manual_seed(0), None)
+    assert torch.equal(out[0], scenes[0])  # the other scene is untouched
+    inner = out[1, :, 12:28, 22:78]
+    assert torch.allclose(inner, torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1).expand_as(inner), atol=1e-5)
+    assert torch.equal(out[1, :, 40:, :], scenes[1, :, 40:, :])  # far from it, untouched
+    corners = torch.tensor([[0.0, 0, 1], [288, 0, 1], [288, 96, 1], [0, 96, 1]]) @ M[0].T
+    assert torch.allclose(corners[:, :2] / corners[:, 2:], quad[0], atol=1e-3)
+
+
+def test_small_plates_warp_from_small_texture_levels() -> None:
+    assert pick_level(torch.tensor([300.0, 150.0, 60.0, 20.0]), 288).tolist() == [0, 0, 1, 3]
+
+
+def test_generate_writes_scenes_from_annotated_photos_as_coco(red_photos, tmp_path) -> None:
+    out = tmp_path / "ds"
+    assert generate(["--count", "4", "--out", str(out), "--format", "coco", "--mode", "scene", "--scenes",
+                     str(red_photos), "--image-size", "180x320", "--generator", "none", "--regions", "eu_de",
+                     "--batch-size", "4", "--no-progress"]) == 0
+    data = json.loads((out / "annotations.json").read_text())
+    plates = [a for a in data["annotations"] if a["category_id"] == 1]
+    assert len(plates) >= 4 and all(len(a["segmentation"][0]) == 8 for a in plates)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["scenes"] == str(red_photos.resolve())
