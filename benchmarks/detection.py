@@ -82,13 +82,15 @@ class Settings:
     lr: float = 3e-3
     seeds: int = 3
     pool: int = 480  # synthetic scenes per source and seed
-    side: int = 640  # longest side of every photo (train and test)
+    side: int = 640  # longest side of every training photo
+    test_side: int = 640  # longest side of every test photo (larger: smaller photos are scaled up)
+    scale: tuple[float, float] = (0.6, 1.6)  # training crops' scale range (log-uniform)
     bf16: bool = True  # autocast on the CPU (bf16 units make it ~1.6x faster)
     p_around_plate: float = 0.7  # share of crops centred near a plate
     scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
 
 
-QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, scene_size=(96, 160))
+QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, test_side=192, scene_size=(96, 160))
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -111,8 +113,9 @@ class Photos:
         return len(self.images)
 
 
-def load_photos(annotations: Path, side: int, which: set | None = None) -> Photos:
-    """The annotated photos of a COCO file (the plateaug.ScenePhotos rules), those with ids in `which`."""
+def load_photos(annotations: Path, side: int, which: set | None = None, upscale: bool = False) -> Photos:
+    """The annotated photos of a COCO file (the plateaug.ScenePhotos rules), those with ids in `which`,
+    scaled down to `side` px on their longest side (and smaller ones up to it with `upscale`)."""
     sp = ScenePhotos(annotations, max_side=side, cache_bytes=0)
     out = Photos([], [], [], [], [])
     for i, p in enumerate(sp.photos):
@@ -122,6 +125,12 @@ def load_photos(annotations: Path, side: int, which: set | None = None) -> Photo
         if loaded is None:
             continue
         img, boxes = loaded
+        if upscale and max(img.shape[1:]) < side:  # smaller photos are scaled up to `side` too (bilinear)
+            f = side / max(img.shape[1:])
+            size = (round(img.shape[1] * f), round(img.shape[2] * f))
+            img = F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            img = img.round().clamp(0, 255).to(torch.uint8)
+            boxes = boxes * torch.tensor([size[1] / loaded[0].shape[2], size[0] / loaded[0].shape[1]] * 2)
         out.images.append(img)
         out.boxes.append(boxes)
         out.ids.append(p.image_id)
@@ -163,7 +172,7 @@ def subset_coco(annotations: Path, ids: set, folder: Path) -> Path:
 
 def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """n training crops (n, 3, crop, crop) in [0, 1] and their boxes: a random photo, scaled by
-    0.6-1.6, cropped around a plate (or anywhere), maybe flipped, brightness / contrast jittered.
+    s.scale, cropped around a plate (or anywhere), maybe flipped, brightness / contrast jittered.
     A plate cut by the crop keeps its visible part when at least 40 % of it is inside; else it is dropped."""
     C = s.crop
     out = torch.empty(n, 3, C, C)
@@ -173,7 +182,8 @@ def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tup
     for k, i in enumerate(picks):
         img, bx = photos.images[i], photos.boxes[i].float()
         _, h, w = img.shape
-        scale = math.exp(math.log(0.6) + (math.log(1.6) - math.log(0.6)) * float(u[k, 0]))
+        lo, hi = math.log(s.scale[0]), math.log(s.scale[1])
+        scale = math.exp(lo + (hi - lo) * float(u[k, 0]))
         win = C / scale  # crop side in photo pixels
         if len(bx) and float(u[k, 1]) < s.p_around_plate:
             b = bx[int(float(u[k, 2]) * len(bx)) % len(bx)]
@@ -206,8 +216,9 @@ def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tup
     return ((out - mean) * contrast + mean + bright).clamp_(0, 1), boxes
 
 
-def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int) -> PlateDetector:
-    """Train a fresh detector on a mix of photo sets (each (photos, share of every batch))."""
+def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int, name: str = "") -> PlateDetector:
+    """Train a fresh detector on a mix of photo sets (each (photos, share of every batch)); with a
+    name, its loss is printed at every quarter of the steps."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(DATA_SEED + seed)
     model = PlateDetector()
@@ -217,7 +228,8 @@ def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int) ->
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, k / max(1, s.steps)))))
     counts = _split(s.batch, [share for _, share in parts])
     model.train()
-    for _ in range(s.steps):
+    t0, seen = time.perf_counter(), []
+    for step in range(s.steps):
         xs, bs = [], []
         for (photos, _), k in zip(parts, counts):
             if k:
@@ -234,6 +246,10 @@ def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int) ->
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         sched.step()
+        seen.append(float(loss.detach()))
+        if name and (step + 1) % max(1, s.steps // 4) == 0:
+            print(f"    {name}: step {step + 1}/{s.steps}, loss {statistics.mean(seen[-50:]):.3f}, "
+                  f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step", flush=True)
     return model.eval()
 
 
@@ -338,8 +354,10 @@ def _data() -> dict:
         ctx = _CTX
         train_ids, val_ids = split_ids(ctx.real)
         _DATA["train"] = load_photos(ctx.real, ctx.s.side, train_ids)
-        _DATA["test"] = load_photos(ctx.holdout, ctx.s.side) if ctx.holdout else load_photos(ctx.real, ctx.s.side,
-                                                                                            val_ids)
+        test_side = ctx.s.test_side
+        up = test_side > ctx.s.side
+        _DATA["test"] = (load_photos(ctx.holdout, test_side, upscale=up) if ctx.holdout
+                         else load_photos(ctx.real, test_side, val_ids, upscale=up))
         _DATA["low"] = low_data_ids(_DATA["train"])
     return _DATA
 
@@ -394,7 +412,7 @@ def source_job(source: str, seed: int, mix: str | None) -> dict:
     else:
         parts = [(real, 1.0)]
     data_s = time.perf_counter() - t0
-    model = train_detector(parts, s, seed)
+    model = train_detector(parts, s, seed, f"{source} seed {seed}")
     train_s = time.perf_counter() - t0 - data_s
     dets = detect(model, d["test"], s.bf16)
     return {"source": source, "seed": seed, "dets": {i: dets[k] for k, i in enumerate(d["test"].ids)},
