@@ -17,6 +17,13 @@ def no_default_data(tmp_path_factory, monkeypatch) -> None:
     ../shared being beside the checkout fails here too, as it would in a user's fresh clone."""
     monkeypatch.setenv("PLATEAUG_DATA", str(tmp_path_factory.getbasetemp() / "no-shared-data"))
 
+
+@pytest.fixture(autouse=True)
+def default_install_fonts(monkeypatch) -> None:
+    """Installed font packs (e.g. the AGPL extras in a developer's environment) are hidden, here and
+    in the subprocesses tests start: the suite tests the default install; pack tests set their own."""
+    monkeypatch.setenv("PLATEAUG_FONT_PACKS", "0")
+
 MINI_SPEC = """\
 name = "mini"
 description = "test plate: 3 letters, hyphen, 3 digits, flat grey"

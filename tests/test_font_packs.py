@@ -96,12 +96,15 @@ def test_font_packs_come_from_the_entry_point_group(monkeypatch, tmp_path) -> No
            EP("nowhere", tmp_path / "missing")]
     monkeypatch.setattr(font_packs.importlib.metadata, "entry_points",
                         lambda group: eps if group == font_packs.ENTRY_POINT_GROUP else [])
-    font_packs.installed_font_dirs.cache_clear()
+    monkeypatch.delenv(font_packs.DISABLE_ENV, raising=False)  # the suite hides packs (conftest)
+    font_packs._discovered_font_dirs.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert font_packs.installed_font_dirs() == (good, also)  # sorted by pack name, bad ones skipped
         messages = " ".join(str(w.message) for w in caught)
         assert "'broken'" in messages and "'nowhere'" in messages
+        monkeypatch.setenv(font_packs.DISABLE_ENV, "0")
+        assert font_packs.installed_font_dirs() == ()  # the user's switch back to the default install
     finally:
-        font_packs.installed_font_dirs.cache_clear()
+        font_packs._discovered_font_dirs.cache_clear()
