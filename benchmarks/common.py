@@ -86,6 +86,9 @@ def machine() -> dict:
     # machine or with other versions is not the same run
     info["packages"] = {name: _version(name) for name in ("kornia", "numpy", "pillow", "onnxruntime-gpu",
                                                           "onnxruntime")}
+    # the typefaces the regions draw depend on the installed font packs (e.g. the AGPL-3.0 extras)
+    from plateaug.renderer.font_packs import installed_font_dirs
+    info["font_packs"] = [str(d) for d in installed_font_dirs()]
     return info
 
 
