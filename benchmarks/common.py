@@ -106,6 +106,14 @@ def write_json(path: str | Path | None, payload: dict) -> None:
         print(f"wrote {path}")
 
 
+def write_outputs(payload: dict, json_path: str | Path | None, txt_path: str | Path | None) -> None:
+    """A benchmark's results: its printed table (payload["text"]) to txt_path, everything to json_path."""
+    if txt_path:
+        Path(txt_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(txt_path).write_text(payload["text"].lstrip("\n") + "\n", encoding="utf-8")
+    write_json(json_path, payload)
+
+
 def executor(jobs: int, init: Callable, initargs: tuple):
     """Run submitted jobs in `jobs` spawned worker processes (each set up by init(*initargs)), or in
     this process, one at a time as submitted, when jobs == 1."""

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_dir, executor, machine, missing_data, write_json  # noqa: E402
+from common import data_dir, executor, machine, missing_data, write_outputs  # noqa: E402
 from scene_split import split_images  # noqa: E402
 
 from plateaug import PlateGANStream  # noqa: E402
@@ -590,10 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
     figure = Path(args.figure) if args.figure else (None if args.quick else FIGURE)
     payload = run(real / "annotations.json", holdout / "annotations.json" if holdout else None, sources, s, args.jobs,
                   threads, args.mix_source, figure, base)
-    if args.txt:
-        Path(args.txt).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.txt).write_text(payload["text"].lstrip("\n") + "\n", encoding="utf-8")
-    write_json(args.json, payload)
+    write_outputs(payload, args.json, args.txt)
     return payload
 
 

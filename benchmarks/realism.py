@@ -143,7 +143,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(ROOT))
-from common import data_dir, executor, machine, missing_data, write_json  # noqa: E402
+from common import data_dir, executor, machine, missing_data, write_outputs  # noqa: E402
 
 import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
 from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
@@ -769,10 +769,7 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
     payload = run(real_dir, holdout, regions, sources, base, s, jobs=args.jobs, threads=threads)
-    if args.txt:
-        Path(args.txt).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.txt).write_text(payload["text"].lstrip("\n") + "\n", encoding="utf-8")
-    write_json(args.json, payload)
+    write_outputs(payload, args.json, args.txt)
     return payload
 
 
