@@ -16,13 +16,15 @@ Sources (each differs from its control in one thing; the same detector, steps an
     replace          the real training photos, every annotated plate replaced by a stream plate
                      warped over it, plus 0-2 extra plates (Scene(real_plates="replace"))
     real             the real training photos and their boxes
-    real+stream      half of every batch real, half from the best synthetic source (by AP50 `all`
-                     of this run, or --mix-source)
+    real+stream      real photos mixed with the best synthetic source (by AP50 `all` of this run, or
+                     --mix-source): --mix-share of every batch synthetic (default half)
     real@10%, real+stream@10%    the same with 10 % of the real training photos (the user who has
                      labelled only a few); the stream part then replaces plates in those photos only
-Synthetic sources train on a pool of `--pool` scenes per seed, drawn once (the stream at its
-default 384x640); every source is sampled alike: a random photo or scene, scaled by 0.6-1.6, a crop
-of `crop` px (70 % of crops around a plate), flipped half the time, brightness/contrast +-20 %.
+Synthetic sources train on a pool of `--pool` scenes per source, drawn once per run (the stream at
+its default 384x640) and shared by the seeds, each seed's detector drawing its own crops (so the
+spread over seeds is the detector's and its crops', not the pool's); every source is sampled
+alike: a random photo or scene, scaled by 0.6-1.6, a crop of `crop` px (70 % of crops around a
+plate), flipped half the time, brightness/contrast +-20 %.
 
 Data: --real DIR (annotations.json, COCO; default ../shared/data/real-scenes or $PLATEAUG_DATA):
 its photos are split by benchmarks/scene_split.py (dashcam frames by time, others by file-name
@@ -81,7 +83,8 @@ class Settings:
     crop: int = 192  # 192-px crops: about half the time of 256 px a step; real AP50 0.50 vs 0.53 (1 seed, 2026-12-05)
     lr: float = 3e-3
     seeds: int = 3
-    pool: int = 480  # synthetic scenes per source and seed
+    pool: int = 1500  # synthetic scenes per source, drawn once and shared by the seeds
+    mix_share: float = 0.5  # real+stream: the synthetic share of every batch
     side: int = 640  # longest side of every training photo
     test_side: int = 640  # longest side of every test photo (larger: smaller photos are scaled up)
     scale: tuple[float, float] = (0.6, 1.6)  # training crops' scale range (log-uniform)
@@ -384,10 +387,10 @@ def source_options(source: str, ctx: Context, low: bool = False) -> dict:
     return {**base, "scenes": str(coco), "scene": scene}
 
 
-def synthetic_pool(source: str, seed: int, n: int, low: bool = False) -> Photos:
-    """n scenes of a synthetic source (stream seed DATA_SEED + 1000 seed), kept as uint8."""
+def synthetic_pool(source: str, n: int, low: bool = False) -> Photos:
+    """n scenes of a synthetic source (stream seed DATA_SEED), kept as uint8."""
     ctx = _CTX
-    stream = PlateGANStream(mode="scene", seed=DATA_SEED + 1000 * seed, batch_size=min(16, n),
+    stream = PlateGANStream(mode="scene", seed=DATA_SEED, batch_size=min(16, n),
                             length=-(-n // min(16, n)), image_size=ctx.s.scene_size, **source_options(source, ctx, low))
     images, boxes = [], []
     for x, targets in stream:
@@ -395,6 +398,30 @@ def synthetic_pool(source: str, seed: int, n: int, low: bool = False) -> Photos:
             images.append((img * 255).round().to(torch.uint8))
             boxes.append(t["boxes"].as_subclass(torch.Tensor).float())
     return Photos(images[:n], boxes[:n])
+
+
+def pool_file(source: str, low: bool) -> Path:
+    return _CTX.workdir / f"pool_{source}{'_low' if low else ''}.pt"
+
+
+def pool_job(source: str, low: bool) -> dict:
+    """Draw a synthetic source's pool once per run (every seed's detector trains on it, drawing its
+    own crops) and save it in the run's folder for the detector jobs."""
+    t0 = time.perf_counter()
+    pool = synthetic_pool(source, _CTX.s.pool, low)
+    torch.save({"images": pool.images, "boxes": pool.boxes}, pool_file(source, low))
+    return {"source": source, "low": low, "time_s": time.perf_counter() - t0}
+
+
+def load_pool(source: str, low: bool) -> Photos:
+    """The pool pool_job saved (this process keeps the last one loaded)."""
+    key = ("pool", source, low)
+    if key not in _DATA:
+        for k in [k for k in _DATA if isinstance(k, tuple)]:
+            del _DATA[k]
+        saved = torch.load(pool_file(source, low), weights_only=True)
+        _DATA[key] = Photos(saved["images"], saved["boxes"])
+    return _DATA[key]
 
 
 def source_job(source: str, seed: int, mix: str | None) -> dict:
@@ -406,9 +433,9 @@ def source_job(source: str, seed: int, mix: str | None) -> dict:
     low = source.endswith("@10%")
     real = d["train"].subset(d["low"]) if low else d["train"]
     if source in SYNTHETIC:
-        parts = [(synthetic_pool(source, seed, s.pool), 1.0)]
+        parts = [(load_pool(source, False), 1.0)]
     elif source.startswith("real+stream"):
-        parts = [(real, 0.5), (synthetic_pool(mix, seed, s.pool, low=low), 0.5)]
+        parts = [(real, 1 - s.mix_share), (load_pool(mix, low), s.mix_share)]
     else:
         parts = [(real, 1.0)]
     data_s = time.perf_counter() - t0
@@ -443,7 +470,7 @@ def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs:
     print(f"real: {real} (train {len(d['train'])} photos, {sum(len(b) for b in d['train'].boxes)} plates; low-data "
           f"arm {len(d['low'])}); test: {holdout or 'validation split'} ({len(test)} photos, "
           + ", ".join(f"{x} {test.sources.count(x)}" for x in test_sources) + f"); {s.steps} steps of {s.batch} "
-          f"crops of {s.crop} px, photos at {s.side} px, pool {s.pool} scenes per synthetic source and seed, "
+          f"crops of {s.crop} px, photos at {s.side} px, pool {s.pool} scenes per synthetic source, "
           f"{s.seeds} seeds, {jobs} job(s) x {threads} thread(s)", flush=True)
     seeds = list(range(s.seeds))
     by_source: dict[str, dict[int, dict]] = {}
@@ -459,8 +486,17 @@ def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs:
                   f"{m['recall']:.3f} ({out['time_s']:.0f} s: data {out['data_s']:.0f}, train {out['train_s']:.0f})",
                   flush=True)
 
+    def pools(wanted: list[tuple[str, bool]]) -> None:
+        futures = [ex.submit(pool_job, x, low) for x, low in dict.fromkeys(wanted) if not pool_file(x, low).exists()]
+        for f in as_completed(futures):
+            out = f.result()
+            times[out["source"]] = times.get(out["source"], 0.0) + out["time_s"]
+            print(f"  pool of {s.pool} `{out['source']}` scenes{' (low-data photos)' if out['low'] else ''}: "
+                  f"{out['time_s']:.0f} s", flush=True)
+
     first = [x for x in SOURCES if x in sources and not x.startswith("real+stream")]
     with executor(jobs, _init_worker, (ctx, threads)) as ex:
+        pools([(x, False) for x in first if x in SYNTHETIC])
         collect([ex.submit(source_job, x, k, None) for x in first for k in seeds])
         if any(x.startswith("real+stream") for x in sources):
             if mix is None:
@@ -469,7 +505,8 @@ def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs:
                     raise SystemExit("error: real+stream needs a synthetic source in --sources or --mix-source")
                 mix = max(done, key=lambda x: statistics.mean(coco_metrics(gt, by_source[x][k], test.ids)["ap50"]
                                                               for k in by_source[x]))
-            print(f"  real+stream mixes in `{mix}`", flush=True)
+            print(f"  real+stream mixes in `{mix}` ({s.mix_share:.0%} of every batch)", flush=True)
+            pools([(mix, x.endswith("@10%")) for x in sources if x.startswith("real+stream")])
             collect([ex.submit(source_job, x, k, mix) for x in sources if x.startswith("real+stream") for k in seeds])
     rows = []
     groups = {"all": test.ids, **{x: [i for i, src in zip(test.ids, test.sources) if src == x] for x in test_sources}}
@@ -551,6 +588,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("steps", "batch", "crop", "seeds", "pool", "side"):
         ap.add_argument(f"--{name}", type=int)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--mix-share", type=float, help="real+stream: the synthetic share of every batch (default 0.5)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--quick", action="store_true", help="a few steps on tiny inputs: seconds (smoke test)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="detectors trained at a time")
@@ -571,8 +609,10 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(problem)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         ap.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr")
+    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr", "mix_share")
              if (v := getattr(args, k)) is not None}
+    if "mix_share" in given and not 0 < given["mix_share"] < 1:
+        ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
     for k, v in given.items():
         if v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):
             ap.error(f"--{k} must be > 0" + (" and a multiple of 32" if k == "crop" else "") +

@@ -359,6 +359,26 @@ def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
         assert r["n_test"] == (8 if r["test_source"] == "all" else 4)
     assert result["mix_source"] in ("procedural", "default", "paste", "replace")
     assert (tmp_path / "det.png").is_file()
+    # every synthetic pool drawn once: the four sources', then the mix source's from the low-data photos
+    pools = [line for line in proc.stdout.splitlines() if line.strip().startswith("pool of")]
+    assert len(pools) == 5 and sum("(low-data photos)" in line for line in pools) == 1, pools
+    assert sum(f"`{result['mix_source']}`" in line for line in pools) == 2, pools
+
+
+def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path) -> None:
+    real = _scene_fixture(tmp_path / "scenes")
+    out = tmp_path / "det.json"
+    proc = _detection("--real", str(real), "--sources", "replace,real+stream", "--seeds", "2", "--mix-share", "0.25",
+                      "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert sum(line.strip().startswith("pool of") for line in proc.stdout.splitlines()) == 1, proc.stdout
+    assert "real+stream mixes in `replace` (25% of every batch)" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["settings"]["mix_share"] == 0.25
+    assert {r["seeds"] for r in result["rows"]} == {2}
+    for bad in ("0", "1", "1.5"):
+        proc = _detection("--real", str(real), "--mix-share", bad)
+        assert proc.returncode != 0 and f"--mix-share must be between 0 and 1, got {float(bad)}" in proc.stderr
 
 
 def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
