@@ -457,8 +457,21 @@ def step_time(s: Settings, steps: int = 8) -> float:
 
 # ---- the run ----------------------------------------------------------------------------------------
 
+def save_dets(path: Path, by_source: dict[str, dict[int, dict]]) -> None:
+    """Every detector's detections on the test photos, for analysis after the run: one (n, 6) array
+    [image id, x0, y0, x1, y1, score] (original photo pixels) per "source|seed" key, compressed."""
+    arrays = {}
+    for source, seeds in by_source.items():
+        for seed, dets in seeds.items():
+            rows = [np.concatenate([np.full((len(b), 1), i), b.reshape(-1, 4), sc.reshape(-1, 1)], 1)
+                    for i, (b, sc) in dets.items()]
+            arrays[f"{source}|{seed}"] = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 6))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs: int, threads: int,
-        mix: str | None, figure: Path | None, base: dict | None = None) -> dict:
+        mix: str | None, figure: Path | None, base: dict | None = None, dets_path: Path | None = None) -> dict:
     t0 = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="plateaug-detection-"))
     ctx = Context(real, holdout, s, workdir, base or {})
@@ -520,6 +533,9 @@ def run(real: Path, holdout: Path | None, sources: list[str], s: Settings, jobs:
                          "n_test": len(ids)})
     text = table(rows, mix, time.perf_counter() - t0)
     print(text)
+    if dets_path is not None:
+        save_dets(dets_path, by_source)
+        print(f"detections: {dets_path}")
     if figure is not None:
         draw_figure(figure, test, gt, {x: by_source[x][min(by_source[x])] for x in by_source}, test_sources)
         print(f"figure: {figure}")
@@ -595,6 +611,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     ap.add_argument("--json")
     ap.add_argument("--txt")
+    ap.add_argument("--save-dets", help="write every detector's test detections to this .npz (for analysis)")
     ap.add_argument("--figure", default=None, help=f"detections figure (default {FIGURE.relative_to(FIGURE.parents[2])}"
                     " for a full run, none with --quick)")
     args = ap.parse_args(argv)
@@ -629,7 +646,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)
     figure = Path(args.figure) if args.figure else (None if args.quick else FIGURE)
     payload = run(real / "annotations.json", holdout / "annotations.json" if holdout else None, sources, s, args.jobs,
-                  threads, args.mix_source, figure, base)
+                  threads, args.mix_source, figure, base, Path(args.save_dets) if args.save_dets else None)
     write_outputs(payload, args.json, args.txt)
     return payload
 

@@ -368,14 +368,26 @@ def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
 def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     out = tmp_path / "det.json"
+    dets = tmp_path / "dets.npz"
     proc = _detection("--real", str(real), "--sources", "replace,real+stream", "--seeds", "2", "--mix-share", "0.25",
-                      "--json", str(out))
+                      "--json", str(out), "--save-dets", str(dets))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert sum(line.strip().startswith("pool of") for line in proc.stdout.splitlines()) == 1, proc.stdout
     assert "real+stream mixes in `replace` (25% of every batch)" in proc.stdout
     result = json.loads(out.read_text())
     assert result["settings"]["mix_share"] == 0.25
     assert {r["seeds"] for r in result["rows"]} == {2}
+    import numpy as np
+
+    ids = {im["id"] for im in json.loads((real / "annotations.json").read_text())["images"]}
+    with np.load(dets) as saved:  # every detector's detections: [image id, x0, y0, x1, y1, score]
+        assert sorted(saved.files) == ["real+stream|0", "real+stream|1", "replace|0", "replace|1"]
+        for key in saved.files:
+            a = saved[key]
+            assert a.ndim == 2 and a.shape[1] == 6 and len(a) > 0
+            assert set(a[:, 0].astype(int)) <= ids
+            assert (a[:, 3] >= a[:, 1]).all() and (a[:, 4] >= a[:, 2]).all()
+            assert ((a[:, 5] >= 0) & (a[:, 5] <= 1)).all()
     for bad in ("0", "1", "1.5"):
         proc = _detection("--real", str(real), "--mix-share", bad)
         assert proc.returncode != 0 and f"--mix-share must be between 0 and 1, got {float(bad)}" in proc.stderr
