@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -337,10 +338,11 @@ def _scene_fixture(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _detection(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _detection(*args: str, timeout: int = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "detection.py"), "--quick", "--jobs", "1", "--threads", "1",
            *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir is not None else None
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
@@ -369,9 +371,12 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     real = _scene_fixture(tmp_path / "scenes")
     out = tmp_path / "det.json"
     dets = tmp_path / "dets.npz"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     proc = _detection("--real", str(real), "--sources", "replace,real+stream", "--seeds", "2", "--mix-share", "0.25",
-                      "--json", str(out), "--save-dets", str(dets))
+                      "--json", str(out), "--save-dets", str(dets), tmpdir=scratch)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert list(scratch.glob("plateaug-detection-*")) == []  # the run's working folder (its pools) is gone
     assert sum(line.strip().startswith("pool of") for line in proc.stdout.splitlines()) == 1, proc.stdout
     assert "real+stream mixes in `replace` (25% of every batch)" in proc.stdout
     result = json.loads(out.read_text())
