@@ -466,7 +466,7 @@ def save_dets(path: Path, by_source: dict[str, dict[int, dict]]) -> None:
         for seed, dets in seeds.items():
             rows = [np.concatenate([np.full((len(b), 1), i), b.reshape(-1, 4), sc.reshape(-1, 1)], 1)
                     for i, (b, sc) in dets.items()]
-            arrays[f"{source}|{seed}"] = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 6))
+            arrays[f"{source}|{seed}"] = (np.concatenate(rows) if rows else np.zeros((0, 6))).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
