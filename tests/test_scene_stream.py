@@ -13,7 +13,7 @@ from PIL import Image
 
 from plateaug import PlateGANStream, Scene, ScenePrior
 from plateaug.generate import main as generate
-from plateaug.stream.composite import composite, pick_level
+from plateaug.stream.composite import Harmonise, composite, pick_level
 from plateaug.stream.scene_prior import default_prior
 
 RED = (230, 20, 20)
@@ -107,6 +107,23 @@ def test_negatives_add_pixels_but_no_labels(red_photos) -> None:
     assert with_neg._negatives(6, [torch.zeros(0, 4)] * 6, torch.Generator().manual_seed(0)) is not None
 
 
+def test_decoys_are_unlabelled_pieces_of_the_scene_never_of_a_real_plate(red_photos) -> None:
+    s = stream(red_photos, plain(extra_plates=(0, 0), p_patch=1.0))
+    batch = s.make_batch(8, 4)
+    assert red_pixels(batch.images) == 0  # every red plate replaced, and no decoy copied one
+    assert all(len(t["boxes"]) in (1, 2) for t in s.targets(batch))  # the real plates only
+    bg = torch.full((2, 3, 180, 320), 0.5)
+    bg[:, :, 100:120, 40:100] = 1.0  # a real plate's pixels
+    real = torch.tensor([[40.0, 100, 100, 120]] * 2)
+    decoys = s._decoys(bg, real, torch.tensor([0, 1]), [torch.zeros(0, 4)] * 2, torch.Generator().manual_seed(1))
+    assert decoys is not None
+    textures, quads, owner = decoys
+    assert textures.shape[1:] == (3, 96, 288) and len(textures) == len(quads) == len(owner) >= 2
+    assert torch.allclose(textures, torch.full_like(textures, 0.5))  # from the scene, away from its plate
+    with pytest.raises(ValueError, match="p_patch"):
+        Scene(p_patch=-0.1)
+
+
 def test_same_seed_same_scenes_with_every_scene_stage_on(red_photos) -> None:
     a = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
     b = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
@@ -167,6 +184,30 @@ def test_composite_puts_a_plate_exactly_on_its_quad() -> None:
     assert torch.equal(out[1, :, 40:, :], scenes[1, :, 40:, :])  # far from it, untouched
     corners = torch.tensor([[0.0, 0, 1], [288, 0, 1], [288, 96, 1], [0, 96, 1]]) @ M[0].T
     assert torch.allclose(corners[:, :2] / corners[:, 2:], quad[0], atol=1e-3)
+
+
+def test_lit_plates_glow_in_dark_places_only() -> None:
+    """Harmonise.p_lit: a new plate in a dark place is bright, washed out and glows past its edge; in a
+    lit place, or with p_lit 0, it takes the place's exposure."""
+    plates = torch.full((1, 3, 96, 288), 0.9)
+    plates[:, :, 30:66, 40:250] = 0.05  # dark text band on a white plate
+    quad = torch.tensor([[[20.0, 20.0], [80.0, 20.0], [80.0, 40.0], [20.0, 40.0]]])
+
+    def paste(level: float, p_lit: float) -> torch.Tensor:
+        scenes = torch.full((1, 3, 60, 100), level)
+        h = Harmonise(match=(1.0, 1.0), cast=(0.0, 0.0), p_blur=0.0, p_soft_edge=0.0, p_lit=p_lit)
+        return composite(scenes, plates, quad, torch.tensor([0]), torch.Generator().manual_seed(0), h)[0][0]
+
+    dark_lit, dark_plain, day_lit = paste(0.05, 1.0), paste(0.05, 0.0), paste(0.6, 1.0)
+    plate = (slice(None), slice(22, 38), slice(22, 78))
+    assert 0.55 <= float(dark_lit[plate].mean()) <= 1.0  # bright whatever the night around it
+    assert float(dark_plain[plate].mean()) < 0.4  # unlit: the dark exposure of its place
+    assert float(dark_lit[plate].std()) < float(plates.std())  # washed out
+    assert float(dark_lit[:, 19, 30:70].mean()) > 0.2 > float(dark_plain[:, 19, 30:70].mean())  # the glow
+    assert torch.equal(dark_lit[:, 50:, :], torch.full_like(dark_lit[:, 50:, :], 0.05))  # far off: untouched
+    assert torch.allclose(day_lit, paste(0.6, 0.0))  # in daylight p_lit changes nothing
+    with pytest.raises(ValueError, match="p_lit"):
+        Harmonise(p_lit=1.5)
 
 
 def test_small_plates_warp_from_small_texture_levels() -> None:

@@ -24,6 +24,7 @@ OVERSHOOT = 1.5  # a level is used down to plates this much narrower than it (th
 TILE_PAD = 3  # pixels around a plate's box in its tile (feathered edges, blur)
 BLUR_BINS = (0.0, 0.6, 1.1, 1.7)  # focus blur sigmas (px) a plate is snapped to
 LUMA = (0.299, 0.587, 0.114)
+LIT_DARK = 0.25  # surroundings darker than this (luma) count as night for Harmonise.p_lit
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,13 @@ class Harmonise:
     cast: tuple[float, float] = (0.0, 0.6)  # how much of the local colour cast a plate takes
     p_blur: float = 0.6  # share of plates blurred to a focus like their surroundings'
     p_soft_edge: float = 0.5  # share of plates with a feathered (not hard) edge
+    p_lit: float = 0.0  # share of new plates in dark places lit as at night (plate lamp, headlights on
+    #                     retroreflective sheeting): bright, washed out, a glow around them
+
+    def __post_init__(self):
+        for name in ("p_blur", "p_soft_edge", "p_lit"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"Harmonise.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def texture_levels(plates: torch.Tensor) -> list[torch.Tensor]:
@@ -169,8 +177,11 @@ def _harmonise(rgb: torch.Tensor, alpha: torch.Tensor, under: torch.Tensor, insi
     pasted = rgb * gain * tint
     target = torch.where(to_device(ref, dev).view(-1, 1, 1, 1), replaced, pasted)
     rgb = torch.lerp(rgb, target, strength).clamp(0, 1)
+    lit = (u[:, 5] < h.p_lit) & (r_l.view(-1) < LIT_DARK) & ~to_device(ref, dev)
+    if bool(lit.any()):
+        rgb, alpha = _lit(rgb, alpha, p_mean, p_l, tint, u[:, 5] / max(h.p_lit, 1e-6), lit)
     # focus: as blurred as the background is (its gradient energy relative to the plate's), snapped to bins
-    blur = u[:, 2] < h.p_blur
+    blur = (u[:, 2] < h.p_blur) & ~lit  # a lit plate is the sharpest thing in a dark scene
     if bool(blur.any()):
         sharp_p = _sharpness(rgb, on)
         sharp_b = _sharpness(under, torch.ones_like(on) * inside[:, None].to(rgb.dtype))
@@ -191,6 +202,21 @@ def _harmonise(rgb: torch.Tensor, alpha: torch.Tensor, under: torch.Tensor, insi
     soft = (u[:, 4] < h.p_soft_edge).view(-1, 1, 1, 1)
     feathered = gaussian_blur2d(alpha, (3, 3), (0.7, 0.7), border_type="constant")
     return rgb.clamp(0, 1), torch.where(soft, feathered, alpha)
+
+
+def _lit(rgb: torch.Tensor, alpha: torch.Tensor, p_mean: torch.Tensor, p_l: torch.Tensor, tint: torch.Tensor,
+         v: torch.Tensor, lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plates `lit` (n,) bool as at night: from the rendered plate rgb (n, 3, th, tw) (mean p_mean, luma
+    p_l), brightness 0.6-0.95 and contrast 0.7-0.3 of the rendered (v (n,) in [0, 1): brighter is more
+    washed out), half the local colour cast `tint`, and a glow: coverage spread ~2 px past the edge."""
+    k = lit.view(-1, 1, 1, 1)
+    v = v.clamp(0, 1).view(-1, 1, 1, 1)
+    level, contrast = 0.6 + 0.35 * v, 0.7 - 0.4 * v
+    bright = ((rgb - p_mean) * contrast + p_mean) * (level / p_l.clamp(min=0.02)) * tint.sqrt()
+    glow_colour = p_mean * (level / p_l.clamp(min=0.02)) * tint.sqrt()
+    bright = torch.where(alpha > 0, bright, glow_colour.expand_as(bright)).clamp(0, 1)
+    glow = torch.maximum(alpha, 0.8 * gaussian_blur2d(alpha, (7, 7), (1.5, 1.5), border_type="constant"))
+    return torch.where(k, bright, rgb), torch.where(k, glow, alpha)
 
 
 def _sharpness(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from .degrade import degrade
 from .framing import Framing, frame, resolve_framing
 from .lighting import Lighting, relight_hint, resolve_lighting
 from .photos import ScenePhotos
-from .placement import box_quads, erase, frame_photo, place_new
+from .placement import box_quads, boxes_near, erase, frame_photo, place_new
 from .scene import FolderBackgrounds, augment_scenes, procedural_backgrounds
 from .scene_options import Scene, resolve_scene
 from .scene_prior import default_prior
@@ -53,6 +53,7 @@ MAX_REGION_WEIGHT = 1e6  # region weights are relative; bounded so their sum sta
 BACKGROUND_STREAM = 1  # mixed into the batch seed for the device generator that draws backgrounds on a GPU
 SCENES_DIR = Path(__file__).parent / "scenes"
 SHIPPED_FRAMES = SCENES_DIR / "frames.json"  # MIT dashcam frames: the default scene photos
+DECOY_TRIES = 8  # source windows tried per decoy (one touching a real plate is refused)
 NEGATIVE_SPECS = tuple(sorted((SCENES_DIR / "negatives").glob("*.toml")))  # hard negatives (not plates)
 REPLACE_DILATE = 0.08  # a replacing plate covers its real plate's box grown by this share of its height
 PHOTO_TRIES = 8  # photos drawn for a scene before giving up on unreadable ones
@@ -414,6 +415,7 @@ class PlateGANStream(IterableDataset):
                                     opts.min_plate_px)
         # hard negatives: text that is not a plate, larger than plates, where no plate is
         neg = self._negatives(n, occupied, g)
+        decoys = self._decoys(bg, old_boxes, old_owner, occupied, g) if opts.p_patch > 0 else None
         covers = box_quads(old_boxes, REPLACE_DILATE) if replace else torch.zeros(0, 4, 2)
         covers = torch.stack([covers[..., 0].clamp(0, W), covers[..., 1].clamp(0, H)], -1)  # inside the scene
         quads = torch.cat([covers, new_quads])
@@ -428,6 +430,8 @@ class PlateGANStream(IterableDataset):
             (torch.zeros(0, 3, *TEXTURE, device=self.device), torch.zeros(0, 1, 4, device=self.device), [], [], None)
         if neg is not None:  # negatives first: plates are never under one
             bg, _ = composite(bg, neg[0], neg[1], neg[2], g, opts.harmonise)
+        if decoys is not None:
+            bg, _ = composite(bg, *decoys, g, opts.harmonise)
         scenes, M = composite(bg, plates, quads, owner, g, opts.harmonise, reference)
         cb, corners = _scene_labels(boxes, M.to(self.device), TEXTURE, quads.to(self.device), (H, W))
         self._stage("scene composition", scenes, cb, corners)
@@ -521,6 +525,42 @@ class PlateGANStream(IterableDataset):
                 made = render(spec, sample_text(spec, len(sel), g), self.device).images
                 textures[to_device(sel, self.device)] = resize(made, TEXTURE).clamp(0, 1)
         return textures, quads, owner
+
+    def _decoys(self, bg: torch.Tensor, real_boxes: torch.Tensor, real_owner: torch.Tensor,
+                occupied: list[torch.Tensor], g: torch.Generator):
+        """Decoys for Scene.p_patch of the scenes: (textures (m, 3, h, w), quads (m, 4, 2), owner (m,)) or
+        None. Each is a plate-shaped piece of its own scene (bg (n, 3, H, W)), never one touching a
+        real plate's box, pasted where no plate is, with a plate's warp, harmonisation and edge but no
+        label: so that "pasted into the photo" is no cue for "plate" (cut-and-paste shortcuts)."""
+        n, _, H, W = bg.shape
+        counts = torch.randint(1, 3, (n,), generator=g) * (torch.rand(n, generator=g) < self.scene.p_patch)
+        if int(counts.sum()) == 0:
+            return None
+        owner = torch.repeat_interleave(torch.arange(n), counts)
+        aspects = 2.0 + 3.0 * torch.rand(len(owner), generator=g)  # plate-like shapes
+        quads, kept = place_new(self.prior, owner, aspects, occupied, (H, W), g, self.scene.min_plate_px)
+        owner, aspects = owner[kept], aspects[kept]
+        u = torch.rand(len(owner), DECOY_TRIES, 3, generator=g)
+        textures, keep = [], []
+        for i in range(len(owner)):
+            b = int(owner[i])
+            w = float((quads[i, :, 0].amax() - quads[i, :, 0].amin()).clamp(min=8)) * (0.7 + 0.7 * float(u[i, 0, 2]))
+            w = min(w, W - 2.0)
+            h = max(4.0, min(w / float(aspects[i]), H - 2.0))
+            x0, y0 = u[i, :, 0] * (W - w), u[i, :, 1] * (H - h)  # (DECOY_TRIES,) candidate windows
+            wins = torch.stack([x0, y0, x0 + w, y0 + h], 1)
+            real = real_boxes[real_owner == b]
+            free = ~boxes_near(wins, real, gap=4.0).any(1) if len(real) else torch.ones(DECOY_TRIES, dtype=torch.bool)
+            if not bool(free.any()):
+                continue
+            a0, b0, a1, b1 = (int(round(float(v))) for v in wins[int(free.nonzero()[0, 0])])
+            piece = bg[b: b + 1, :, b0: max(b1, b0 + 1), a0: max(a1, a0 + 1)]
+            textures.append(F.interpolate(piece, size=TEXTURE, mode="bilinear", align_corners=False))
+            keep.append(i)
+        if not keep:
+            return None
+        keep_t = torch.tensor(keep)
+        return torch.cat(textures).clamp(0, 1), quads[keep_t], owner[keep_t]
 
     def _background_rng(self, seed: int) -> torch.Generator | None:
         """On a GPU, backgrounds are drawn there, from a device generator seeded from the batch seed

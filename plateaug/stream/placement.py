@@ -149,7 +149,7 @@ def place_new(prior: ScenePrior, owner: torch.Tensor, aspects: torch.Tensor, occ
         y0 = (cy * H - ph / 2).clamp(min=1.0).minimum(H - 1 - ph)
         boxes = torch.stack([x0, y0, x0 + pw, y0 + ph], 1)  # (C, 4)
         occ = occupied[b]
-        free = torch.ones(CANDIDATES, dtype=torch.bool) if len(occ) == 0 else ~_overlaps(boxes, occ).any(1)
+        free = torch.ones(CANDIDATES, dtype=torch.bool) if len(occ) == 0 else ~boxes_near(boxes, occ).any(1)
         free &= (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= W) & (boxes[:, 3] <= H)
         if not bool(free.any()):
             continue
@@ -160,7 +160,7 @@ def place_new(prior: ScenePrior, owner: torch.Tensor, aspects: torch.Tensor, occ
     return (torch.stack(quads) if quads else torch.zeros(0, 4, 2)), kept
 
 
-def _overlaps(a: torch.Tensor, b: torch.Tensor, gap: float = 2.0) -> torch.Tensor:
+def boxes_near(a: torch.Tensor, b: torch.Tensor, gap: float = 2.0) -> torch.Tensor:
     """(n, m) whether box a_i comes within `gap` px of box b_j."""
     return ((a[:, None, 0] < b[None, :, 2] + gap) & (b[None, :, 0] < a[:, None, 2] + gap)
             & (a[:, None, 1] < b[None, :, 3] + gap) & (b[None, :, 1] < a[:, None, 3] + gap))

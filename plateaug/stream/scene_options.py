@@ -28,6 +28,8 @@ class Scene:
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
     p_negative: float = 0.4  # share of scenes with hard negatives (signs, banners: text that is not a plate)
     negatives: tuple[int, int] = (1, 2)  # how many in such a scene
+    p_patch: float = 0.0  # share of scenes with 1-2 decoys: plate-sized pieces of the scene itself pasted
+    #                       elsewhere exactly as a plate is (warp, harmonisation, edge), unlabelled
     degrade: Degrade | dict | None = Degrade()  # low light, blur, noise, JPEG on the whole scene
 
     def __post_init__(self):
@@ -54,8 +56,9 @@ class Scene:
             raise ValueError(f"Scene.zoom must be (low, high) with 1 <= low <= high <= 4, got {self.zoom}")
         if not 4.0 <= self.min_plate_px <= 256.0:
             raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
-        if not 0.0 <= self.p_negative <= 1.0:
-            raise ValueError(f"Scene.p_negative must be in [0, 1], got {self.p_negative}")
+        for name in ("p_negative", "p_patch"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Scene.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 SCENES: dict[str, Scene] = {
