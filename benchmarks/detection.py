@@ -10,11 +10,11 @@ Sources (each differs from its control in one thing; the same detector, steps an
     procedural       PlateGANStream(mode="scene", backgrounds="procedural"): plates on procedural
                      backgrounds (the scenes before 2026-12-04, now placed by the shipped prior)
     default          PlateGANStream(mode="scene"), nothing else: the shipped MIT dashcam frames with
-                     their plates replaced, extra plates, hard negatives, harmonisation, degradations
+                     their plates replaced, hard negatives, harmonisation, degradations
     paste            the real training photos with their plates erased, stream plates placed by a
                      ScenePrior measured on the training boxes (Scene(real_plates="erase"))
     replace          the real training photos, every annotated plate replaced by a stream plate
-                     warped over it, plus 0-2 extra plates (Scene(real_plates="replace"))
+                     warped over it (Scene(real_plates="replace"))
     real             the real training photos and their boxes
     real+stream      real photos mixed with the best synthetic source (by AP50 `all` of this run, or
                      --mix-source): --mix-share of every batch synthetic (default half)

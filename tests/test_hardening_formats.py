@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plateaug import PlateGANStream
+from plateaug import PlateGANStream, Scene
 from plateaug.generate import main
 from plateaug.renderer.spec_loader import builtin_regions, load_region
 from plateaug.stream.scene import place_plates
@@ -218,7 +218,7 @@ def test_scene_plates_inside_even_with_a_wild_augmentation():
                                     data_keys=["input", "keypoints"])
     H, W = 96, 160
     stream = PlateGANStream(regions="us", mode="scene", generator=None, augment=wild, seed=3,
-                            image_size=(H, W), batch_size=8, plates_per_scene=(2, 3))
+                            image_size=(H, W), batch_size=8, scene=Scene(extra_plates=(2, 2)))
     images, targets = next(iter(stream))
     assert _check_scene_targets(targets, H, W) >= 16
     assert images.shape == (8, 3, H, W)

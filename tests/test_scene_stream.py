@@ -81,6 +81,24 @@ def test_replacing_plates_take_the_annotated_region(red_photos) -> None:
     assert set(others) == {"cn_blue", "eu_de"}
 
 
+def test_aspect_match_draws_regions_whose_plates_fit_the_box(red_photos) -> None:
+    """The real boxes are 3.6-3.8 : 1: with Scene.aspect_match an EU plate (4.7 : 1) replaces them, not a
+    US one (2 : 1); without it both are drawn. Bad spreads are refused."""
+    from plateaug.stream.dataset import aspect_fit
+
+    def drawn(scene: Scene) -> set[str]:
+        s = stream(red_photos, scene, regions=["eu_de", "us"])
+        return {r for seed in range(3) for t in s.targets(s.make_batch(8, seed)) for r in t["region"]}
+
+    assert drawn(plain(extra_plates=(0, 0), aspect_match=0.15)) == {"eu_de"}
+    assert drawn(plain(extra_plates=(0, 0))) == {"eu_de", "us"}
+    specs = stream(red_photos, plain(), regions=["eu_de", "us"]).specs
+    fit = aspect_fit(specs, torch.tensor([[0.0, 0, 94, 20], [0, 0, 40, 20]]), 0.25)  # (2 boxes, 2 regions)
+    assert fit.shape == (2, 2) and fit[0, 0] > 0.99 and fit[1, 1] > 0.99 and fit[0, 1] < 0.01 and fit[1, 0] < 0.01
+    with pytest.raises(ValueError, match="aspect_match"):
+        Scene(aspect_match=0.0)
+
+
 def test_erase_removes_real_plates_and_places_new_ones(red_photos) -> None:
     s = stream(red_photos, plain(real_plates="erase"))
     batch = s.make_batch(8, 2)

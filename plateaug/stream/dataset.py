@@ -405,7 +405,7 @@ class PlateGANStream(IterableDataset):
         else:
             counts = self.prior.sample_counts(n, g, 1, len(self.prior.plates_per_image))
         new_owner = torch.repeat_interleave(torch.arange(n), counts)
-        which_old = self._photo_regions(real_regions, g) if replace else torch.zeros(0, dtype=torch.long)
+        which_old = self._photo_regions(real_regions, g, old_boxes) if replace else torch.zeros(0, dtype=torch.long)
         which_new = torch.multinomial(self.weights, len(new_owner), replacement=True, generator=g) \
             if len(new_owner) else torch.zeros(0, dtype=torch.long)
         occupied = [box_quads(b, REPLACE_DILATE).flatten(1)[:, [0, 1, 4, 5]] if replace else torch.zeros(0, 4)
@@ -488,12 +488,18 @@ class PlateGANStream(IterableDataset):
                              f"{len(picks)} tries); see the warnings for which")
         return to_device(torch.stack(frames), self.device), boxes, regions
 
-    def _photo_regions(self, regions: list[tuple], g: torch.Generator) -> torch.Tensor:
+    def _photo_regions(self, regions: list[tuple], g: torch.Generator, boxes: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         """Region index per real plate: the annotation's region where it names one of the stream's
-        (a spec name, or br/eu/us/cn for their shipped specs), else drawn from the stream's weights."""
+        (a spec name, or br/eu/us/cn for their shipped specs), else drawn from the stream's weights
+        (times, with Scene.aspect_match, how well each region's aspect fits the plate's box (K, 4))."""
         names = [s.name for s in self.specs]
         flat = [r for rs in regions for r in rs]
-        drawn = torch.multinomial(self.weights, max(1, len(flat)), replacement=True, generator=g)[: len(flat)]
+        sigma = self.scene.aspect_match
+        if sigma is not None and boxes is not None and len(flat):
+            drawn = torch.multinomial(self.weights * aspect_fit(self.specs, boxes, sigma), 1, generator=g)[:, 0]
+        else:
+            drawn = torch.multinomial(self.weights, max(1, len(flat)), replacement=True, generator=g)[: len(flat)]
         u = torch.rand(len(flat), generator=g)
         out = []
         for r, d, x in zip(flat, drawn.tolist(), u.tolist()):
@@ -617,6 +623,15 @@ def _scatter_parts(parts: list[torch.Tensor], perm: torch.Tensor, device: torch.
     for part, idx in zip(parts, rows):
         out.index_copy_(0, idx, part)
     return out
+
+
+def aspect_fit(specs: list, boxes: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(K, R) how well each region's plate aspect (width / height) fits each box (K, 4) xyxy: a Gaussian
+    in log aspect with spread sigma, floored so that every region stays possible."""
+    aspect = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in specs]).log()  # (R,)
+    wh = (boxes[:, 2:] - boxes[:, :2]).float().clamp(min=1e-3)
+    box = (wh[:, 0] / wh[:, 1]).log()  # (K,)
+    return torch.exp(-((aspect[None] - box[:, None]) ** 2) / (2 * sigma**2)).clamp(min=1e-3)
 
 
 def _scene_labels(char_boxes: torch.Tensor, M: torch.Tensor, texture: tuple[int, int], quads: torch.Tensor,

@@ -22,7 +22,10 @@ class Scene:
 
     prior: ScenePrior | str | Path | None = None  # where new plates go and how large; None: the shipped prior
     real_plates: str = "replace"
-    extra_plates: tuple[int, int] = (0, 2)  # photos, "replace": plates pasted besides the replaced ones
+    extra_plates: tuple[int, int] = (0, 0)  # photos, "replace": plates pasted besides the replaced ones
+    #   (none by default: extras placed by the prior float off the cars, and detectors read lower with them)
+    aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
+    #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
     min_plate_px: float = 14.0  # narrowest new plate, scene pixels
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
@@ -56,6 +59,8 @@ class Scene:
             raise ValueError(f"Scene.zoom must be (low, high) with 1 <= low <= high <= 4, got {self.zoom}")
         if not 4.0 <= self.min_plate_px <= 256.0:
             raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
+        if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
+            raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
         for name in ("p_negative", "p_patch"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Scene.{name} must be in [0, 1], got {getattr(self, name)}")
