@@ -23,7 +23,7 @@ class Scene:
     prior: ScenePrior | str | Path | None = None  # where new plates go and how large; None: the shipped prior
     real_plates: str = "replace"
     extra_plates: tuple[int, int] = (0, 0)  # photos, "replace": plates pasted besides the replaced ones
-    #   (none by default: extras placed by the prior float off the cars, and detectors read lower with them)
+    #   (none by default: extras placed by the prior often float off the cars; detection screens read lower with them)
     aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
     #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
