@@ -410,7 +410,7 @@ class PlateGANStream(IterableDataset):
             if len(new_owner) else torch.zeros(0, dtype=torch.long)
         occupied = [box_quads(b, REPLACE_DILATE).flatten(1)[:, [0, 1, 4, 5]] if replace else torch.zeros(0, 4)
                     for b in real]
-        aspects = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in self.specs])
+        aspects = plate_aspects(self.specs)
         new_quads, kept = place_new(self.prior, new_owner, aspects[which_new], occupied, (H, W), g,
                                     opts.min_plate_px)
         # hard negatives: text that is not a plate, larger than plates, where no plate is
@@ -517,7 +517,7 @@ class PlateGANStream(IterableDataset):
         owner = torch.repeat_interleave(torch.arange(n), counts)
         kind = torch.randint(len(NEGATIVE_SPECS), (len(owner),), generator=g)
         specs = [load_region(p) for p in NEGATIVE_SPECS]
-        aspects = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in specs])[kind]
+        aspects = plate_aspects(specs)[kind]
         scale = 1.5 + 1.5 * torch.rand(len(owner), generator=g)  # signs are larger than plates
         quads, kept = place_new(self.prior, owner, aspects, occupied, self.image_size, g, self.scene.min_plate_px,
                                 scale)
@@ -625,10 +625,15 @@ def _scatter_parts(parts: list[torch.Tensor], perm: torch.Tensor, device: torch.
     return out
 
 
+def plate_aspects(specs: list) -> torch.Tensor:
+    """(R,) each region's plate width / height."""
+    return torch.tensor([s.size_mm[0] / s.size_mm[1] for s in specs])
+
+
 def aspect_fit(specs: list, boxes: torch.Tensor, sigma: float) -> torch.Tensor:
     """(K, R) how well each region's plate aspect (width / height) fits each box (K, 4) xyxy: a Gaussian
     in log aspect with spread sigma, floored so that every region stays possible."""
-    aspect = torch.tensor([s.size_mm[0] / s.size_mm[1] for s in specs]).log()  # (R,)
+    aspect = plate_aspects(specs).log()  # (R,)
     wh = (boxes[:, 2:] - boxes[:, :2]).float().clamp(min=1e-3)
     box = (wh[:, 0] / wh[:, 1]).log()  # (K,)
     return torch.exp(-((aspect[None] - box[:, None]) ** 2) / (2 * sigma**2)).clamp(min=1e-3)
