@@ -606,7 +606,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--real", default=str(data_dir("real-scenes")),
                     help="folder with annotations.json (COCO, plate boxes; image field `source`)")
     ap.add_argument("--holdout", help="folder with annotations.json: every photo is a test photo")
-    ap.add_argument("--sources", default=",".join(SOURCES), help=f"comma list of {list(SOURCES)}")
+    ap.add_argument("--sources", default=",".join(SOURCES),
+                    help="comma list of " + ", ".join(SOURCES).replace("%", "%%"))  # argparse formats % in help
     ap.add_argument("--stream-options", default="{}", help="JSON PlateGANStream keyword arguments for every synthetic "
                     "source; a \"scene\" object there sets Scene fields (e.g. '{\"generator_share\": 0}', "
                     "'{\"scene\": {\"harmonise\": null}}')")

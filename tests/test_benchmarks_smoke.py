@@ -418,3 +418,13 @@ def test_detection_without_data_names_the_missing_folder_and_the_option(tmp_path
     proc = _detection()  # PLATEAUG_DATA points at a missing folder (tests/conftest.py)
     assert proc.returncode == 2
     assert "--real" in proc.stderr and "real-scenes is missing: pass --real DIR" in proc.stderr
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                                          if "argparse" in p.read_text(encoding="utf-8")))
+def test_every_benchmark_prints_its_help(script: str) -> None:
+    """`--help` of every benchmark runs (a bare % in a help string once made argparse raise)."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage:")
