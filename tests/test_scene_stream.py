@@ -68,6 +68,26 @@ def test_replace_covers_every_real_plate_and_labels_it(red_photos) -> None:
         assert all(len(cb) == len(text) for cb, text in zip(t["char_boxes"], t["text"]))
 
 
+@pytest.mark.parametrize("cover", [0.0, 0.08, 0.25])
+def test_replacing_plate_covers_its_box_grown_by_cover(red_photos, cover) -> None:
+    """Photo 0's plate (40, 110, 60x16): the plate drawn and labelled is that box grown by cover x 16 px on
+    every side, and no red is left (cover 0 still hides the whole real plate)."""
+    s = stream(red_photos, plain(extra_plates=(0, 0), cover=cover))
+    seen = 0
+    for seed in range(3):
+        batch = s.make_batch(8, seed)
+        assert red_pixels(batch.images) == 0
+        for t in s.targets(batch):
+            for box in t["boxes"].tolist():
+                if abs(box[1] - (110 - cover * 16)) < 0.5 and abs(box[0] - (40 - cover * 16)) < 0.5:
+                    assert box[2] == pytest.approx(100 + cover * 16, abs=0.5)
+                    assert box[3] == pytest.approx(126 + cover * 16, abs=0.5)
+                    seen += 1
+    assert seen > 0
+    with pytest.raises(ValueError, match="Scene.cover"):
+        Scene(cover=0.6)
+
+
 def test_replacing_plates_take_the_annotated_region(red_photos) -> None:
     """Photo 0's plate (at x 40, annotated "cn") always becomes a Chinese plate; the others are drawn
     from the stream's regions."""

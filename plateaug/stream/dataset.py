@@ -55,7 +55,6 @@ SCENES_DIR = Path(__file__).parent / "scenes"
 SHIPPED_FRAMES = SCENES_DIR / "frames.json"  # MIT dashcam frames: the default scene photos
 DECOY_TRIES = 8  # source windows tried per decoy (one touching a real plate is refused)
 NEGATIVE_SPECS = tuple(sorted((SCENES_DIR / "negatives").glob("*.toml")))  # hard negatives (not plates)
-REPLACE_DILATE = 0.08  # a replacing plate covers its real plate's box grown by this share of its height
 PHOTO_TRIES = 8  # photos drawn for a scene before giving up on unreadable ones
 # a photo annotation's region (real-data names) -> the shipped specs that draw such plates
 REGION_ALIASES = {"br": ("br_old", "br_mercosur"), "eu": ("eu_de", "eu_sk", "eu_sk_old"), "us": ("us",),
@@ -408,7 +407,7 @@ class PlateGANStream(IterableDataset):
         which_old = self._photo_regions(real_regions, g, old_boxes) if replace else torch.zeros(0, dtype=torch.long)
         which_new = torch.multinomial(self.weights, len(new_owner), replacement=True, generator=g) \
             if len(new_owner) else torch.zeros(0, dtype=torch.long)
-        occupied = [box_quads(b, REPLACE_DILATE).flatten(1)[:, [0, 1, 4, 5]] if replace else torch.zeros(0, 4)
+        occupied = [box_quads(b, opts.cover).flatten(1)[:, [0, 1, 4, 5]] if replace else torch.zeros(0, 4)
                     for b in real]
         aspects = plate_aspects(self.specs)
         new_quads, kept = place_new(self.prior, new_owner, aspects[which_new], occupied, (H, W), g,
@@ -416,7 +415,7 @@ class PlateGANStream(IterableDataset):
         # hard negatives: text that is not a plate, larger than plates, where no plate is
         neg = self._negatives(n, occupied, g)
         decoys = self._decoys(bg, old_boxes, old_owner, occupied, g) if opts.p_patch > 0 else None
-        covers = box_quads(old_boxes, REPLACE_DILATE) if replace else torch.zeros(0, 4, 2)
+        covers = box_quads(old_boxes, opts.cover) if replace else torch.zeros(0, 4, 2)
         covers = torch.stack([covers[..., 0].clamp(0, W), covers[..., 1].clamp(0, H)], -1)  # inside the scene
         quads = torch.cat([covers, new_quads])
         owner = torch.cat([old_owner if replace else torch.zeros(0, dtype=torch.long), new_owner[kept]])

@@ -24,6 +24,8 @@ class Scene:
     real_plates: str = "replace"
     extra_plates: tuple[int, int] = (0, 0)  # photos, "replace": plates pasted besides the replaced ones
     #   (none by default: extras placed by the prior often float off the cars; detection screens read lower with them)
+    cover: float = 0.08  # photos, "replace": a replacing plate covers its real plate's box grown by this share
+    #   of the box height on every side (the plate drawn, and labelled, is that grown box)
     aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
     #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
@@ -59,6 +61,8 @@ class Scene:
             raise ValueError(f"Scene.zoom must be (low, high) with 1 <= low <= high <= 4, got {self.zoom}")
         if not 4.0 <= self.min_plate_px <= 256.0:
             raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
+        if not -0.1 <= self.cover <= 0.5:
+            raise ValueError(f"Scene.cover must be in [-0.1, 0.5] (share of the box height), got {self.cover}")
         if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
             raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
         for name in ("p_negative", "p_patch"):
