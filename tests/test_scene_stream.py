@@ -96,7 +96,7 @@ def test_replacing_plates_take_the_annotated_region(red_photos) -> None:
     for seed in range(4):
         for t in s.targets(s.make_batch(8, seed)):
             for box, region in zip(t["boxes"], t["region"]):
-                (annotated if abs(box[0].item() - (40 - 0.08 * 16)) < 0.5 else others).append(region)
+                (annotated if abs(box[0].item() - (40 - Scene().cover * 16)) < 0.5 else others).append(region)
     assert annotated and set(annotated) == {"cn_blue"}
     assert set(others) == {"cn_blue", "eu_de"}
 

@@ -24,7 +24,7 @@ class Scene:
     real_plates: str = "replace"
     extra_plates: tuple[int, int] = (0, 0)  # photos, "replace": plates pasted besides the replaced ones
     #   (none by default: extras placed by the prior often float off the cars; detection screens read lower with them)
-    cover: float = 0.08  # photos, "replace": a replacing plate covers its real plate's box grown by this share
+    cover: float = 0.0  # photos, "replace": a replacing plate covers its real plate's box grown by this share
     #   of the box height on every side (the plate drawn, and labelled, is that grown box)
     aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
     #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
