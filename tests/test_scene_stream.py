@@ -84,8 +84,9 @@ def test_replacing_plate_covers_its_box_grown_by_cover(red_photos, cover) -> Non
                     assert box[3] == pytest.approx(126 + cover * 16, abs=0.5)
                     seen += 1
     assert seen > 0
-    with pytest.raises(ValueError, match="Scene.cover"):
-        Scene(cover=0.6)
+    for bad in (0.6, -0.05):  # a negative cover would leave a rim of the real plate unlabelled
+        with pytest.raises(ValueError, match="Scene.cover"):
+            Scene(cover=bad)
 
 
 def test_replacing_plates_take_the_annotated_region(red_photos) -> None:

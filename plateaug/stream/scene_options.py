@@ -61,8 +61,8 @@ class Scene:
             raise ValueError(f"Scene.zoom must be (low, high) with 1 <= low <= high <= 4, got {self.zoom}")
         if not 4.0 <= self.min_plate_px <= 256.0:
             raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
-        if not -0.1 <= self.cover <= 0.5:
-            raise ValueError(f"Scene.cover must be in [-0.1, 0.5] (share of the box height), got {self.cover}")
+        if not 0.0 <= self.cover <= 0.5:  # below 0 a rim of the real plate would show outside its label
+            raise ValueError(f"Scene.cover must be in [0, 0.5] (share of the box height), got {self.cover}")
         if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
             raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
         for name in ("p_negative", "p_patch"):
