@@ -373,14 +373,14 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     dets = tmp_path / "dets.npz"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    proc = _detection("--real", str(real), "--sources", "replace,real+stream", "--seeds", "2", "--mix-share", "0.25",
+    proc = _detection("--real", str(real), "--sources", "replace,real+stream", "--seeds", "2", "--mix-share", "0.4",
                       "--json", str(out), "--save-dets", str(dets), tmpdir=scratch)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert list(scratch.glob("plateaug-detection-*")) == []  # the run's working folder (its pools) is gone
     assert sum(line.strip().startswith("pool of") for line in proc.stdout.splitlines()) == 1, proc.stdout
-    assert "real+stream mixes in `replace` (25% of every batch)" in proc.stdout
+    assert "real+stream mixes in `replace` (40% of every batch)" in proc.stdout
     result = json.loads(out.read_text())
-    assert result["settings"]["mix_share"] == 0.25
+    assert result["settings"]["mix_share"] == 0.4
     assert {r["seeds"] for r in result["rows"]} == {2}
     import numpy as np
 
