@@ -50,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -86,6 +87,8 @@ class Settings:
     seeds: int = 3
     pool: int = 1500  # synthetic scenes per source, drawn once and shared by the seeds
     mix_share: float = 0.25  # real+stream: synthetic share of every batch (screen 2026-12-05: +3.2 at 10 %, 0.5: -3.4)
+    mix_schedule: str = "constant"  # real+stream: "constant", or "decay": the share falls linearly from twice
+    #                                 mix_share to 0 over the steps (synthetic first, the last steps real only)
     side: int = 640  # longest side of every training photo
     test_side: int = 640  # longest side of every test photo (larger: smaller photos are scaled up)
     scale: tuple[float, float] = (0.6, 1.6)  # training crops' scale range (log-uniform)
@@ -220,7 +223,10 @@ def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tup
     return ((out - mean) * contrast + mean + bright).clamp_(0, 1), boxes
 
 
-def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int, name: str = "") -> PlateDetector:
+Share = float | Callable[[float], float]  # a part's share of every batch, or its share at training progress t
+
+
+def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, name: str = "") -> PlateDetector:
     """Train a fresh detector on a mix of photo sets (each (photos, share of every batch)); with a
     name, its loss is printed at every quarter of the steps."""
     torch.manual_seed(seed)
@@ -230,11 +236,11 @@ def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int, na
     warm = max(1, s.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, k / max(1, s.steps)))))
-    counts = _split(s.batch, [share for _, share in parts])
     model.train()
     t0, seen = time.perf_counter(), []
     for step in range(s.steps):
         xs, bs = [], []
+        counts = _split(s.batch, [share(step / s.steps) if callable(share) else share for _, share in parts])
         for (photos, _), k in zip(parts, counts):
             if k:
                 x, b = sample_batch(photos, k, s, g)
@@ -255,6 +261,16 @@ def train_detector(parts: list[tuple[Photos, float]], s: Settings, seed: int, na
             print(f"    {name}: step {step + 1}/{s.steps}, loss {statistics.mean(seen[-50:]):.3f}, "
                   f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step", flush=True)
     return model.eval()
+
+
+def mix_share(s: Settings, t: float) -> float:
+    """real+stream's synthetic share of the batch at training progress t in [0, 1)."""
+    return s.mix_share if s.mix_schedule == "constant" else 2 * s.mix_share * (1 - t)
+
+
+def mix_parts(real: Photos, synthetic: Photos, s: Settings) -> list[tuple[Photos, Share]]:
+    """real+stream's training parts: the real photos and the synthetic pool, shared by s.mix_schedule."""
+    return [(real, lambda t: 1 - mix_share(s, t)), (synthetic, lambda t: mix_share(s, t))]
 
 
 def _split(total: int, shares: list[float]) -> list[int]:
@@ -436,7 +452,7 @@ def source_job(source: str, seed: int, mix: str | None) -> dict:
     if source in SYNTHETIC:
         parts = [(load_pool(source, False), 1.0)]
     elif source.startswith("real+stream"):
-        parts = [(real, 1 - s.mix_share), (load_pool(mix, low), s.mix_share)]
+        parts = mix_parts(real, load_pool(mix, low), s)
     else:
         parts = [(real, 1.0)]
     data_s = time.perf_counter() - t0
@@ -529,7 +545,9 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
                     raise SystemExit("error: real+stream needs a synthetic source in --sources or --mix-source")
                 mix = max(done, key=lambda x: statistics.mean(coco_metrics(gt, by_source[x][k], test.ids)["ap50"]
                                                               for k in by_source[x]))
-            print(f"  real+stream mixes in `{mix}` ({s.mix_share:.0%} of every batch)", flush=True)
+            share = (f"{s.mix_share:.0%} of every batch" if s.mix_schedule == "constant"
+                     else f"{2 * s.mix_share:.0%} of the first batch falling to none, {s.mix_share:.0%} in all")
+            print(f"  real+stream mixes in `{mix}` ({share})", flush=True)
             pools([(mix, x.endswith("@10%")) for x in sources if x.startswith("real+stream")])
             collect([ex.submit(source_job, x, k, mix) for x in sources if x.startswith("real+stream") for k in seeds])
     rows = []
@@ -617,6 +635,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.add_argument(f"--{name}", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--mix-share", type=float, help="real+stream: the synthetic share of every batch (default 0.25)")
+    ap.add_argument("--mix-schedule", choices=("constant", "decay"), help="real+stream: the share constant "
+                    "(default), or falling linearly from twice --mix-share to none (synthetic first, then real)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--quick", action="store_true", help="a few steps on tiny inputs: seconds (smoke test)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="detectors trained at a time")
@@ -642,11 +662,14 @@ def main(argv: list[str] | None = None) -> dict:
              if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
+    schedule = {"mix_schedule": args.mix_schedule} if args.mix_schedule else {}
+    if args.mix_schedule == "decay" and given.get("mix_share", Settings.mix_share) > 0.5:
+        ap.error(f"--mix-schedule decay starts at twice --mix-share: it must be <= 0.5, got {given['mix_share']}")
     for k, v in given.items():
         if v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):
             ap.error(f"--{k} must be > 0" + (" and a multiple of 32" if k == "crop" else "") +
                      (" and >= 64" if k == "side" else "") + f", got {v}")
-    s = Settings(**{**(QUICK if args.quick else {}), **given, **({"bf16": False} if args.fp32 else {})})
+    s = Settings(**{**(QUICK if args.quick else {}), **given, **schedule, **({"bf16": False} if args.fp32 else {})})
     try:
         base = json.loads(args.stream_options)
         if not isinstance(base, dict) or {"mode", "seed", "batch_size", "length", "image_size"} & set(base):

@@ -134,16 +134,25 @@ def test_realism_jobs_in_worker_processes_match_the_in_process_run(tmp_path: Pat
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in c2st)
 
 
-@pytest.fixture(scope="module")
-def realism():
-    """benchmarks/realism.py imported in-process."""
+def _import_benchmark(name: str):
+    """benchmarks/NAME.py imported in-process."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("realism_bench", ROOT / "benchmarks" / "realism.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def realism():
+    return _import_benchmark("realism")
+
+
+@pytest.fixture(scope="module")
+def detection():
+    return _import_benchmark("detection")
 
 
 def test_realism_groups_partition_the_regions_with_their_own_charsets(realism) -> None:
@@ -230,6 +239,7 @@ def test_realism_bad_arguments_fail_clearly(realism, tmp_path: Path, capsys) -> 
                           (["--real", str(tmp_path)], "holds no labels.csv"),
                           (["--holdout", str(tmp_path / "nowhere")], "--holdout"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
+                          (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--plain-steps", "-1"], "--plain-steps must be >= 0"),
                           (["--finetune-mix", "1"], "--finetune-mix must be in [0, 1)")):
         with pytest.raises(SystemExit) as exc:
@@ -398,6 +408,32 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
         assert proc.returncode != 0 and f"--mix-share must be between 0 and 1, got {float(bad)}" in proc.stderr
 
 
+@pytest.mark.parametrize("schedule", ["constant", "decay"])
+def test_detection_mix_schedule_sets_the_synthetic_share_of_each_batch(detection, monkeypatch, schedule) -> None:
+    """real+stream draws mix_share of every batch from the pool ("constant"), or a share falling from twice
+    mix_share to none ("decay": synthetic first, the last steps real only), the same share in all."""
+    s = detection.Settings(steps=40, batch=16, crop=64, mix_share=0.25, mix_schedule=schedule, bf16=False)
+    photos = [detection.Photos([torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)] * 2,
+                               [torch.tensor([[20.0, 40, 60, 52]])] * 2) for _ in range(2)]
+    drawn = []  # (part, crops drawn from it) at every draw
+    sample = detection.sample_batch
+    monkeypatch.setattr(detection, "sample_batch", lambda p, n, s_, g: (drawn.append((p is photos[1], n)),
+                                                                        sample(p, n, s_, g))[1])
+    detection.train_detector(detection.mix_parts(photos[0], photos[1], s), s, seed=0)
+    per_step = [0] * s.steps
+    step = -1
+    for synthetic, n in drawn:
+        step += not synthetic  # every step draws its real crops first (at least half the batch)
+        if synthetic:
+            per_step[step] += n
+    assert step == s.steps - 1
+    assert sum(per_step) == pytest.approx(0.25 * s.batch * s.steps, rel=0.05)
+    if schedule == "constant":
+        assert set(per_step) == {4}
+    else:
+        assert per_step[0] == 8 and per_step[-1] == 0 and per_step == sorted(per_step, reverse=True)
+
+
 def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
@@ -409,6 +445,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
                           (["--crop", "100"], "--crop must be > 0 and a multiple of 32"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
+                          (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json")):
         proc = _detection("--real", str(real), *args)
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-500:])
