@@ -263,3 +263,38 @@ def test_generate_writes_scenes_from_annotated_photos_as_coco(red_photos, tmp_pa
     assert len(plates) >= 4 and all(len(a["segmentation"][0]) == 8 for a in plates)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["scenes"] == str(red_photos.resolve())
+
+
+def test_recolour_redraws_a_share_of_plates_in_two_colours_keeping_their_layout() -> None:
+    from plateaug.stream.recolour import hsv_to_rgb, recolour
+
+    assert torch.allclose(hsv_to_rgb(torch.tensor([0.0, 1 / 6, 2 / 3]), torch.ones(3), torch.ones(3)),
+                          torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 1]]))
+    plates = torch.full((64, 3, 20, 60), 0.9)  # white plates with a dark bar of "ink" in the middle
+    plates[:, :, 8:12, 10:50] = 0.1
+    out = recolour(plates, 0.5, torch.Generator().manual_seed(0))
+    assert out.shape == plates.shape and 0 <= out.min() and out.max() <= 1
+    changed = (out != plates).flatten(1).any(1)
+    assert 16 < int(changed.sum()) < 48  # about half the plates redrawn
+    assert torch.equal(out[~changed], plates[~changed])  # the others untouched
+    for plate in out[changed]:
+        ground, ink = plate[:, 0, 0], plate[:, 10, 30]
+        assert torch.allclose(plate[:, :8], ground[:, None, None].expand(3, 8, 60))  # one ground colour
+        assert torch.allclose(plate[:, 8:12, 10:50], ink[:, None, None].expand(3, 4, 40))  # one ink colour
+        assert (ground - ink).abs().max() > 0.3  # the lettering still reads against its ground
+    assert torch.equal(out, recolour(plates, 0.5, torch.Generator().manual_seed(0)))  # deterministic
+    assert torch.equal(recolour(plates, 0.0, torch.Generator().manual_seed(0)), plates)
+    with pytest.raises(ValueError, match=r"plates \(N, 3, h, w\)"):
+        recolour(plates[0], 0.5, torch.Generator())
+    with pytest.raises(ValueError, match="must be in"):
+        recolour(plates, 1.5, torch.Generator())
+    with pytest.raises(ValueError, match="Scene.p_recolour"):
+        Scene(p_recolour=-0.1)
+
+
+def test_recoloured_scenes_keep_their_labels(red_photos) -> None:
+    """Recolouring changes plate pixels only: the same boxes, texts and corners as without it."""
+    a = stream(red_photos, plain()).make_batch(4, 2)
+    b = stream(red_photos, plain(p_recolour=1.0)).make_batch(4, 2)
+    assert a.texts == b.texts and torch.equal(a.corners, b.corners) and torch.equal(a.char_boxes, b.char_boxes)
+    assert not torch.equal(a.images, b.images) and red_pixels(b.images) == 0

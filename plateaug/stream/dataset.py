@@ -39,6 +39,7 @@ from .framing import Framing, frame, resolve_framing
 from .lighting import Lighting, relight_hint, resolve_lighting
 from .photos import ScenePhotos
 from .placement import box_quads, boxes_near, erase, frame_photo, place_new
+from .recolour import recolour
 from .scene import FolderBackgrounds, augment_scenes, procedural_backgrounds
 from .scene_options import Scene, resolve_scene
 from .scene_prior import default_prior
@@ -427,6 +428,8 @@ class PlateGANStream(IterableDataset):
         N = len(owner)
         plates, boxes, texts, regions, _ = self._plates(N, g, TEXTURE, which) if N else \
             (torch.zeros(0, 3, *TEXTURE, device=self.device), torch.zeros(0, 1, 4, device=self.device), [], [], None)
+        if opts.p_recolour > 0:  # (no draw at 0: the default stream stays as it was)
+            plates = recolour(plates, opts.p_recolour, g)
         if neg is not None:  # negatives first: plates are never under one
             bg, _ = composite(bg, neg[0], neg[1], neg[2], g, opts.harmonise)
         if decoys is not None:

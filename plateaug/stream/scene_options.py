@@ -31,6 +31,8 @@ class Scene:
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
     min_plate_px: float = 14.0  # narrowest new plate, scene pixels
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
+    p_recolour: float = 0.0  # share of plates redrawn in two random colours (their layout kept): plates of
+    #                          grounds no region has (yellow, orange, black) for a detector to learn by shape
     p_negative: float = 0.4  # share of scenes with hard negatives (signs, banners: text that is not a plate)
     negatives: tuple[int, int] = (1, 2)  # how many in such a scene
     p_patch: float = 0.0  # share of scenes with 1-2 decoys: plate-sized pieces of the scene itself pasted
@@ -65,7 +67,7 @@ class Scene:
             raise ValueError(f"Scene.cover must be in [0, 0.5] (share of the box height), got {self.cover}")
         if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
             raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
-        for name in ("p_negative", "p_patch"):
+        for name in ("p_recolour", "p_negative", "p_patch"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Scene.{name} must be in [0, 1], got {getattr(self, name)}")
 
