@@ -21,7 +21,7 @@ def two_colours(n: int, g: torch.Generator, p_dark_ground: float = 0.25) -> tupl
     """n random (ground, ink) colour pairs, (n, 3) each in [0, 1]: a bright ground of any hue and
     saturation with near-black ink, or (p_dark_ground) a dark ground with near-white ink."""
     hue = torch.rand(n, generator=g)
-    sat = torch.rand(n, generator=g) ** 0.7  # whites and pale grounds as often as saturated ones
+    sat = torch.rand(n, generator=g) ** 0.7  # leaning to saturated grounds (yellow, orange), pale ones too
     light = hsv_to_rgb(hue, sat, 0.75 + 0.25 * torch.rand(n, generator=g))
     dark = hsv_to_rgb(torch.rand(n, generator=g), torch.rand(n, generator=g), 0.25 * torch.rand(n, generator=g))
     flip = (torch.rand(n, generator=g) < p_dark_ground)[:, None]
