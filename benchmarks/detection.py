@@ -86,7 +86,7 @@ class Settings:
     lr: float = 3e-3
     seeds: int = 3
     pool: int = 1500  # synthetic scenes per source, drawn once and shared by the seeds
-    mix_share: float = 0.25  # real+stream: synthetic share of every batch (screen 2026-12-05: +3.2 at 10 %, 0.5: -3.4)
+    mix_share: float = 0.25  # real+stream: synthetic share of every batch (run 2026-12-06: +3.2 at 10 %; 0.5: -3.4)
     mix_schedule: str = "constant"  # real+stream: "constant", or "decay": the share falls linearly from twice
     #                                 mix_share to 0 over the steps (synthetic first, the last steps real only)
     side: int = 640  # longest side of every training photo
