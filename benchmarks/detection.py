@@ -95,6 +95,8 @@ class Settings:
     bf16: bool = True  # autocast on the CPU (bf16 units make it ~1.6x faster)
     p_around_plate: float = 0.7  # share of crops centred near a plate
     scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
+    heat_spread: float | None = None  # heatmap peaks: None CenterNet's round ones, a number TTFNet's elliptical
+    dense: bool = False  # box size and offset learnt at every cell of a box's peak, not its centre only
 
 
 QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, test_side=192, scene_size=(96, 160))
@@ -247,7 +249,7 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
                 xs.append(x)
                 bs += b
         x = torch.cat(xs)
-        targets = encode_targets(bs, x.shape[-2:])
+        targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
             out = model(x)
         loss, _ = detection_loss(out, targets)
@@ -634,6 +636,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("steps", "batch", "crop", "seeds", "pool", "side"):
         ap.add_argument(f"--{name}", type=int)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--heat-spread", type=float, help="elliptical heatmap peaks, sigma = this x box side / 6 "
+                    "(TTFNet; default: CenterNet's round peaks)")
+    ap.add_argument("--dense", action="store_true", help="learn box size and offset at every cell of a box's peak")
     ap.add_argument("--mix-share", type=float, help="real+stream: the synthetic share of every batch (default 0.25)")
     ap.add_argument("--mix-schedule", choices=("constant", "decay"), help="real+stream: the share constant "
                     "(default), or falling linearly from twice --mix-share to none (synthetic first, then real)")
@@ -658,7 +663,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(problem)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         ap.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr", "mix_share")
+    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr", "mix_share", "heat_spread")
              if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
@@ -669,7 +674,8 @@ def main(argv: list[str] | None = None) -> dict:
         if v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):
             ap.error(f"--{k} must be > 0" + (" and a multiple of 32" if k == "crop" else "") +
                      (" and >= 64" if k == "side" else "") + f", got {v}")
-    s = Settings(**{**(QUICK if args.quick else {}), **given, **schedule, **({"bf16": False} if args.fp32 else {})})
+    s = Settings(**{**(QUICK if args.quick else {}), **given, **schedule, **({"bf16": False} if args.fp32 else {}),
+                 **({"dense": True} if args.dense else {})})
     try:
         base = json.loads(args.stream_options)
         if not isinstance(base, dict) or {"mode", "seed", "batch_size", "length", "image_size"} & set(base):

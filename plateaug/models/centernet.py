@@ -19,6 +19,7 @@ from torch import nn
 STRIDE = 4
 MEAN, STD = 0.45, 0.25
 HEAT_BIAS = -4.6  # initial heatmap logit: sigmoid = 0.01 (the focal loss's usual prior)
+DENSE_FLOOR = 0.2  # encode_targets(dense=True): the lowest peak value a regression sample is drawn at
 
 
 def _cbr(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:
@@ -84,14 +85,21 @@ def gaussian_radius(w: torch.Tensor, h: torch.Tensor, min_overlap: float = 0.7) 
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def encode_targets(boxes: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+def encode_targets(boxes: list[torch.Tensor], size: tuple[int, int], spread: float | None = None,
+                   dense: bool = False) -> dict[str, torch.Tensor]:
     """Per-image boxes [(K_i, 4) xyxy input pixels] -> training targets at stride 4: heat (B, 1, h, w)
-    Gaussian peaks, and for each box its cell index, log size, offset and image (a flat list)."""
+    Gaussian peaks, and for each regression sample its cell index, log size, offset, image and weight
+    (flat lists; each box's weights sum to 1).
+
+    spread None: CenterNet's round peak (radius `gaussian_radius`); a number a: TTFNet's elliptical one,
+    sigma = a x the box's side / 6 on each axis (a long plate gets a long peak). dense: the size and offset
+    are learnt at every cell where the box's peak is >= DENSE_FLOOR, weighted by it (TTFNet: many samples
+    a box, so a short training learns sizes faster); else at the centre cell only."""
     H, W = size[0] // STRIDE, size[1] // STRIDE
     B = len(boxes)
     heat = torch.zeros(B, 1, H, W)
     ys_, xs_ = torch.arange(H, dtype=torch.float32)[:, None], torch.arange(W, dtype=torch.float32)[None, :]
-    index, logsize, offset, image = [], [], [], []
+    index, logsize, offset, image, weight = [], [], [], [], []
     for b, bx in enumerate(boxes):
         if len(bx) == 0:
             continue
@@ -99,24 +107,34 @@ def encode_targets(boxes: list[torch.Tensor], size: tuple[int, int]) -> dict[str
         w, h = (bx[:, 2] - bx[:, 0]).clamp(min=1), (bx[:, 3] - bx[:, 1]).clamp(min=1)
         cx, cy = (bx[:, 0] + bx[:, 2]) / 2 / STRIDE, (bx[:, 1] + bx[:, 3]) / 2 / STRIDE
         ix, iy = cx.floor().clamp(0, W - 1), cy.floor().clamp(0, H - 1)
-        r = gaussian_radius(w / STRIDE, h / STRIDE).clamp(min=0).floor()
-        sigma = ((2 * r + 1) / 6).clamp(min=0.5)
+        if spread is None:
+            r = gaussian_radius(w / STRIDE, h / STRIDE).clamp(min=0).floor()
+            sx = sy = ((2 * r + 1) / 6).clamp(min=0.5)
+        else:
+            sx, sy = (spread * w / STRIDE / 6).clamp(min=0.5), (spread * h / STRIDE / 6).clamp(min=0.5)
         for k in range(len(bx)):  # a few plates per image
-            g = torch.exp(-((xs_ - ix[k]) ** 2 + (ys_ - iy[k]) ** 2) / (2 * sigma[k] ** 2))
+            g = torch.exp(-(xs_ - ix[k]) ** 2 / (2 * sx[k] ** 2) - (ys_ - iy[k]) ** 2 / (2 * sy[k] ** 2))
             heat[b, 0] = torch.maximum(heat[b, 0], g)
-        index.append((iy * W + ix).long())
-        logsize.append(torch.stack([w.log(), h.log()], 1))
-        offset.append(torch.stack([cx - ix, cy - iy], 1))
-        image.append(torch.full((len(bx),), b, dtype=torch.long))
+            if dense:
+                cells = (g >= DENSE_FLOOR).flatten().nonzero()[:, 0]  # the centre cell (g = 1) among them
+                gy, gx = (cells // W).float(), (cells % W).float()
+                wk = g.flatten()[cells]
+            else:
+                cells, gy, gx, wk = (iy[k] * W + ix[k]).long()[None], iy[k][None], ix[k][None], torch.ones(1)
+            index.append(cells)
+            logsize.append(torch.stack([w[k].log(), h[k].log()]).expand(len(cells), 2))
+            offset.append(torch.stack([cx[k] - gx, cy[k] - gy], 1))
+            image.append(torch.full((len(cells),), b, dtype=torch.long))
+            weight.append(wk / wk.sum())
     cat = lambda xs, shape: torch.cat(xs) if xs else torch.zeros(shape)  # noqa: E731
     return {"heat": heat, "index": cat(index, (0,)).long(), "logsize": cat(logsize, (0, 2)),
-            "offset": cat(offset, (0, 2)), "image": cat(image, (0,)).long()}
+            "offset": cat(offset, (0, 2)), "image": cat(image, (0,)).long(), "weight": cat(weight, (0,))}
 
 
 def detection_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], targets: dict[str, torch.Tensor],
                    size_weight: float = 1.0, offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """CenterNet's penalty-reduced focal loss on the heatmap (per object) + L1 on log size and offset
-    at the box centres. Returns (loss, parts)."""
+    at the targets' regression cells (weighted; each box counts once). Returns (loss, parts)."""
     heat, size, offset = (o.float() for o in outputs)
     t = targets["heat"].to(heat.device)
     p = heat.sigmoid().clamp(1e-4, 1 - 1e-4)
@@ -132,8 +150,9 @@ def detection_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], tar
     img, idx = targets["image"].to(heat.device), targets["index"].to(heat.device)
     s = size.flatten(2)[img, :, idx]  # (K, 2)
     o = offset.flatten(2)[img, :, idx]
-    size_l = F.l1_loss(s, targets["logsize"].to(heat.device))
-    off_l = F.l1_loss(o, targets["offset"].to(heat.device))
+    wt = targets["weight"].to(heat.device)[:, None] / (2 * float(targets["weight"].sum()))  # per box: 1
+    size_l = (wt * (s - targets["logsize"].to(heat.device)).abs()).sum()
+    off_l = (wt * (o - targets["offset"].to(heat.device)).abs()).sum()
     loss = focal + size_weight * size_l + offset_weight * off_l
     return loss, {"heat": float(focal.detach()), "size": float(size_l.detach()), "offset": float(off_l.detach())}
 
