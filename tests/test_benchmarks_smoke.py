@@ -390,6 +390,7 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     assert "real+stream mixes in `replace` (40% of every batch)" in proc.stdout
     result = json.loads(out.read_text())
     assert result["settings"]["mix_share"] == 0.4
+    assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (0.54, True)  # TTFNet's targets
     assert {r["seeds"] for r in result["rows"]} == {2}
     import numpy as np
 
@@ -437,13 +438,17 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     real = _scene_fixture(tmp_path / "scenes")
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
     out = tmp_path / "det.json"
-    proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out))
+    proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
+                      "--heat-spread", "0", "--no-dense")  # CenterNet's targets
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (None, False)
+    rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
                           (["--crop", "100"], "--crop must be > 0 and a multiple of 32"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
+                          (["--heat-spread", "-1"], "--heat-spread must be > 0"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json")):
         proc = _detection("--real", str(real), *args)
