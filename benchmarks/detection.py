@@ -530,18 +530,27 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
                   f"{m['recall']:.3f} ({out['time_s']:.0f} s: data {out['data_s']:.0f}, train {out['train_s']:.0f})",
                   flush=True)
 
-    def pools(wanted: list[tuple[str, bool]]) -> None:
-        futures = [ex.submit(pool_job, x, low) for x, low in dict.fromkeys(wanted) if not pool_file(x, low).exists()]
-        for f in as_completed(futures):
+    def after_pools(jobs_by_pool: dict[tuple[str, bool] | None, list[tuple]]) -> list:
+        """Submit the pools still to draw first, then the jobs needing no pool (key None) or a drawn one, and
+        every other job as soon as its pool is drawn: no worker idles while a pool is drawn."""
+        waiting = {ex.submit(pool_job, *key): key for key in jobs_by_pool
+                   if key is not None and not pool_file(*key).exists()}
+        futures = [ex.submit(source_job, *a) for key, args in jobs_by_pool.items()
+                   if key not in waiting.values() for a in args]
+        for f in as_completed(waiting):
             out = f.result()
             times[out["source"]] = times.get(out["source"], 0.0) + out["time_s"]
             print(f"  pool of {s.pool} `{out['source']}` scenes{' (low-data photos)' if out['low'] else ''}: "
                   f"{out['time_s']:.0f} s", flush=True)
+            futures += [ex.submit(source_job, *a) for a in jobs_by_pool[waiting[f]]]
+        return futures
 
     first = [x for x in SOURCES if x in sources and not x.startswith("real+stream")]
     with executor(jobs, _init_worker, (ctx, threads)) as ex:
-        pools([(x, False) for x in first if x in SYNTHETIC])
-        collect([ex.submit(source_job, x, k, None) for x in first for k in seeds])
+        by_pool: dict = {}  # the first phase's jobs by the pool they train on (None: the real photos)
+        for x in first:
+            by_pool.setdefault((x, False) if x in SYNTHETIC else None, []).extend((x, k, None) for k in seeds)
+        collect(after_pools(by_pool))
         if any(x.startswith("real+stream") for x in sources):
             if mix is None:
                 done = [x for x in SYNTHETIC if x in by_source]
@@ -552,8 +561,8 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
             share = (f"{s.mix_share:.0%} of every batch" if s.mix_schedule == "constant"
                      else f"{2 * s.mix_share:.0%} of the first batch falling to none, {s.mix_share:.0%} in all")
             print(f"  real+stream mixes in `{mix}` ({share})", flush=True)
-            pools([(mix, x.endswith("@10%")) for x in sources if x.startswith("real+stream")])
-            collect([ex.submit(source_job, x, k, mix) for x in sources if x.startswith("real+stream") for k in seeds])
+            collect(after_pools({(mix, x.endswith("@10%")): [(x, k, mix) for k in seeds]
+                                 for x in sources if x.startswith("real+stream")}))
     rows = []
     groups = {"all": test.ids, **{x: [i for i, src in zip(test.ids, test.sources) if src == x] for x in test_sources}}
     for source in [x for x in SOURCES if x in by_source]:

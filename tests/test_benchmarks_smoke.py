@@ -408,6 +408,28 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
         assert proc.returncode != 0 and f"--mix-share must be between 0 and 1, got {float(bad)}" in proc.stderr
 
 
+def test_detection_two_workers_run_every_job_once_and_match_one(tmp_path: Path) -> None:
+    """With two worker processes the jobs needing no pool run while pools are drawn, each synthetic job once
+    its pool is there: every (source, seed) runs once, and the rows are those of one in-process worker."""
+    real = _scene_fixture(tmp_path / "scenes")
+    rows = {}
+    for jobs in ("1", "2"):
+        out, dets = tmp_path / f"det{jobs}.json", tmp_path / f"dets{jobs}.npz"
+        proc = _detection("--real", str(real), "--sources", "replace,real,real@10%,real+stream@10%", "--seeds", "2",
+                          "--mix-source", "default", "--jobs", jobs, "--json", str(out), "--save-dets", str(dets))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        rows[jobs] = json.loads(out.read_text())["rows"]
+        import numpy as np
+
+        with np.load(dets) as saved:
+            assert sorted(saved.files) == sorted(f"{x}|{k}" for x in ("replace", "real", "real@10%",
+                                                                       "real+stream@10%") for k in (0, 1))
+        assert sum(line.strip().startswith("pool of") for line in proc.stdout.splitlines()) == 2, proc.stdout
+    assert [r["source"] for r in rows["2"] if r["test_source"] == "all"] == ["replace", "real", "real@10%",
+                                                                             "real+stream@10%"]
+    assert rows["2"] == rows["1"]
+
+
 @pytest.mark.parametrize("schedule", ["constant", "decay"])
 def test_detection_mix_schedule_sets_the_synthetic_share_of_each_batch(detection, monkeypatch, schedule) -> None:
     """real+stream draws mix_share of every batch from the pool ("constant"), or a share falling from twice
