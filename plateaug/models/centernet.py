@@ -2,7 +2,9 @@
 a residual conv trunk to stride 32, a light feature pyramid back to stride 4, and three heads at
 stride 4: a centre heatmap, the box size (log pixels) and the centre's sub-pixel offset. Trained
 from scratch in a few minutes on 2 CPU cores, it is what benchmarks/detection.py measures scene
-realism with; fully convolutional (any H, W that are multiples of 32).
+realism with; fully convolutional (any H, W that are multiples of 32). Its targets are CenterNet's
+or, with `encode_targets(spread=..., dense=True)`, TTFNet's (Liu et al. 2020): elliptical peaks and
+size samples at every cell of a peak, which learn faster in a short training.
 
     model = PlateDetector()
     heat, size, offset = model(images)                       # images (B, 3, H, W) in [0, 1]
@@ -150,7 +152,7 @@ def detection_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], tar
     img, idx = targets["image"].to(heat.device), targets["index"].to(heat.device)
     s = size.flatten(2)[img, :, idx]  # (K, 2)
     o = offset.flatten(2)[img, :, idx]
-    wt = targets["weight"].to(heat.device)[:, None] / (2 * float(targets["weight"].sum()))  # per box: 1
+    wt = targets["weight"].to(heat.device)[:, None] / (2 * float(targets["weight"].sum()))  # a mean over boxes
     size_l = (wt * (s - targets["logsize"].to(heat.device)).abs()).sum()
     off_l = (wt * (o - targets["offset"].to(heat.device)).abs()).sum()
     loss = focal + size_weight * size_l + offset_weight * off_l
