@@ -124,6 +124,14 @@ def executor(jobs: int, init: Callable, initargs: tuple):
                                initargs=initargs)
 
 
+def in_fresh_process(fn: Callable, *args, init: Callable, initargs: tuple):
+    """fn(*args) in a fresh spawned process set up by init(*initargs), which exits when it returns:
+    whatever state fn leaves behind does not outlive it."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=init,
+                             initargs=initargs) as ex:
+        return ex.submit(fn, *args).result()
+
+
 class _InProcess:
     """ProcessPoolExecutor's submit / context manager, running each job at once in this process."""
 
