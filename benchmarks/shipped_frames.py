@@ -5,6 +5,7 @@ frames of the detection benchmark's training split (benchmarks/scene_split.py); 
 CC BY goes in.
 
     python benchmarks/shipped_frames.py            # writes plateaug/stream/scenes/{frames/, frames.json, prior.toml}
+    python benchmarks/shipped_frames.py --frames 400 --out /tmp/frames   # a screen: every training frame elsewhere
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ QUALITY = 88
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenes", default=str(data_dir("real-scenes")))
-    ap.add_argument("--frames", type=int, default=FRAMES)
+    ap.add_argument("--frames", type=int, default=FRAMES, help="how many frames (at most every training frame)")
+    ap.add_argument("--out", default=str(OUT), help="folder written (default: the package's scenes folder)")
     args = ap.parse_args(argv)
+    out = Path(args.out)
     scenes = Path(args.scenes)
     if problem := missing_data("--scenes", scenes, "annotations.json"):
         ap.error(problem)
@@ -49,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     frames.sort(key=lambda im: video_time(im["origin"]))
     step = max(1, len(frames) // args.frames)
     picks = frames[::step][: args.frames]
-    (OUT / "frames").mkdir(parents=True, exist_ok=True)
-    for old in (OUT / "frames").glob("*.jpg"):
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    for old in (out / "frames").glob("*.jpg"):
         old.unlink()
     images, annotations = [], []
     for k, im in enumerate(picks):
         name = f"frames/ro_{k:03d}.jpg"
         with Image.open(scenes / im["file_name"]) as photo:
             sx, sy = SIZE[0] / photo.width, SIZE[1] / photo.height
-            photo.convert("RGB").resize(SIZE, Image.BICUBIC).save(OUT / name, quality=QUALITY)
+            photo.convert("RGB").resize(SIZE, Image.BICUBIC).save(out / name, quality=QUALITY)
         images.append({"id": k + 1, "file_name": name, "width": SIZE[0], "height": SIZE[1], "source": "ro_dashcam",
                        "licence": "MIT (RobertLucian/license-plate-dataset)", "origin": im["origin"]})
         for x, y, w, h in boxes[im["id"]]:
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {"description": "Romanian dashcam frames (day and night) of RobertLucian/license-plate-dataset (MIT), "
                            "halved to 640x360; plateaug replaces every annotated plate at run time",
             "licence": "MIT, Copyright (c) 2020 Robert Lucian Chiriac: plateaug/licences/license-plate-dataset-MIT.txt"}
-    (OUT / "frames.json").write_text(json.dumps({"info": info, "categories": [{"id": 1, "name": "plate"}],
+    (out / "frames.json").write_text(json.dumps({"info": info, "categories": [{"id": 1, "name": "plate"}],
                                                  "images": images, "annotations": annotations}, indent=0),
                                      encoding="utf-8")
     train_ids = [im["id"] for im in coco["images"] if im["source"] == "ro_dashcam" and split[im["id"]] == "train"]
@@ -76,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                        source=f"fitted (EM, 4 components) to the {prior.source.split(' of ')[0]} of the "
                               f"{len(train_ids)} Romanian dashcam training frames (MIT, RobertLucian/"
                               f"license-plate-dataset) by benchmarks/shipped_frames.py")
-    prior.save(OUT / "prior.toml")
-    print(f"{len(images)} frames, {len(annotations)} plates -> {OUT}; prior: {prior.source}")
+    prior.save(out / "prior.toml")
+    print(f"{len(images)} frames, {len(annotations)} plates -> {out}; prior: {prior.source}")
     return 0
 
 

@@ -491,3 +491,41 @@ def test_every_benchmark_prints_its_help(script: str) -> None:
                          text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage:")
+
+
+# ---- benchmarks/shipped_frames.py -------------------------------------------------------------------
+
+def test_shipped_frames_writes_training_frames_halved_to_out_and_leaves_the_package_alone(tmp_path: Path) -> None:
+    """--out: the frames (training split only, 640x360), their boxes scaled alike, the prior; the
+    package's own frames untouched."""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "scenes"
+    (src / "images").mkdir(parents=True)
+    images, anns = [], []
+    for t in range(8):  # one video, 8 s apart: 0-40 s train, 50 s gap, 60-70 s validation
+        iid = t + 1
+        Image.fromarray(np.full((720, 1280, 3), 30 * t, np.uint8)).save(src / "images" / f"f{t}.jpg")
+        images.append({"id": iid, "file_name": f"images/f{t}.jpg", "width": 1280, "height": 720,
+                       "source": "ro_dashcam", "origin": f"v.mp4#t={10 * t}.jpg"})
+        for k in range(4):  # 4 plates a frame: 20 training boxes, enough for the prior's 4 components
+            anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": 1,
+                         "bbox": [100.0 + 250 * k + 7 * t, 200.0 + 40 * k + 3 * t, 80.0 + 10 * k, 20.0 + k]})
+    (src / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                       "categories": [{"id": 1, "name": "plate"}]}))
+    shipped = ROOT / "plateaug" / "stream" / "scenes" / "frames.json"
+    before = shipped.read_bytes()
+    module = _import_benchmark("shipped_frames")
+    out = tmp_path / "out"
+    assert module.main(["--scenes", str(src), "--frames", "100", "--out", str(out)]) == 0
+    coco = json.loads((out / "frames.json").read_text())
+    assert [im["origin"] for im in coco["images"]] == [f"v.mp4#t={10 * t}.jpg" for t in range(5)]
+    first = [a["bbox"] for a in coco["annotations"] if a["image_id"] == 1]
+    assert first == [[50.0 + 125 * k, 100.0 + 20 * k, 40.0 + 5 * k, 10.0 + k / 2] for k in range(4)]
+    assert len(coco["annotations"]) == 20 and all(a["region"] == "eu" for a in coco["annotations"])
+    for im in coco["images"]:
+        with Image.open(out / im["file_name"]) as frame:
+            assert frame.size == (640, 360)
+    assert (out / "prior.toml").is_file()
+    assert shipped.read_bytes() == before
