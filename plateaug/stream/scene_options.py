@@ -34,8 +34,9 @@ class Scene:
     p_recolour: float = 0.0  # share of plates redrawn in two random colours (their layout kept): plates of
     #                          grounds no region has (yellow, orange, black) for a detector to learn by shape
     p_negative: float = 0.0  # share of scenes with hard negatives (signs, banners: text that is not a plate);
-    #                          none by default: detectors trained without them read more real plates (detection
-    #                          screens 2026-12-06: `replace` 0.374 vs 0.344 at 0.4, `default` 0.278 vs 0.269)
+    #                          none by default: detectors trained on the scenes alone read more real plates
+    #                          without them (whole run 2026-12-06: `replace` 0.374 vs 0.344 at 0.4, `default` 0.278
+    #                          vs 0.269); mixed into real photos 0.4 read more (0.515 / 0.474 vs 0.500 / 0.451)
     negatives: tuple[int, int] = (1, 2)  # how many in such a scene
     p_patch: float = 0.0  # share of scenes with 1-2 decoys: plate-sized pieces of the scene itself pasted
     #                       elsewhere exactly as a plate is (warp, harmonisation, edge), unlabelled
