@@ -435,8 +435,8 @@ def _draw_pool(source: str, low: bool) -> None:
 def pool_job(source: str, low: bool) -> dict:
     """Draw a synthetic source's pool once per run (every seed's detector trains on it, drawing its
     own crops) and save it in the run's folder for the detector jobs. It is drawn in a short-lived
-    process of its own: a process that has drawn a pool of 1,500 scenes trains detectors 15-20 %
-    slower ever after (2-core Xeon, 2026-12-06: 0.25-0.26 -> 0.30-0.32 s a step, also with glibc's
+    process of its own: a process that has drawn a pool of 1,500 scenes trains detectors about a fifth
+    slower ever after (2-core Xeon, 2026-12-06: 0.25-0.26 -> 0.29-0.32 s a step, also with glibc's
     own malloc settings, after malloc_trim and gc.freeze; loading a saved pool costs nothing)."""
     t0 = time.perf_counter()
     in_fresh_process(_draw_pool, source, low, init=_init_worker, initargs=(_CTX, _THREADS))
