@@ -132,7 +132,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,6 +146,7 @@ sys.path.insert(1, str(ROOT))
 from common import data_dir, executor, machine, missing_data, write_outputs  # noqa: E402
 
 import plateaug.generator.onnx_runtime  # noqa: E402, F401 - loaded now, not mid-run (a tree edited during a run)
+from plateaug.generator.backends import cpu_has_bf16  # noqa: E402
 from plateaug.models.crnn import CRNN, greedy_decode, with_charset  # noqa: E402
 from plateaug.renderer.spec_loader import load_region  # noqa: E402
 from plateaug.stream.dataset import PlateGANStream  # noqa: E402
@@ -222,8 +223,9 @@ class Settings:
     pool_per_seed: bool = True  # a fresh pool per seed (DATA_SEED + 1000 seed); False: one pool for every seed
     plain_steps: int = 200  # a recogniser from scratch: first steps without its own augmentation (--plain-steps;
     # a curriculum: leaves CTC's plateau at 200-250 steps instead of 350-550, results/screening/plain_steps.txt)
-    bf16: bool = True  # recogniser training under CPU bfloat16 autocast, channels-last (2.4x faster per step
-    # on this AVX-512 BF16 CPU, measured; CTC and the loss stay float32); --fp32 turns it off
+    bf16: bool = field(default_factory=lambda: cpu_has_bf16())  # recogniser training under CPU bfloat16 autocast,
+    # channels-last (2.4x faster per step on an AVX-512 BF16 CPU, measured; CTC and the loss stay float32) where
+    # the CPU has bf16 units (elsewhere torch emulates bf16, several times slower); --fp32 turns it off
 
 
 QUICK = dict(pool=96, n_check=32, seeds=1, steps=6, real_steps=6, finetune_steps=3, batch=16, c2st_epochs=1,
@@ -716,7 +718,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shared-pool", action="store_true", help="one synthetic pool for every seed (runs before "
                     "2026-12-01); default: a fresh pool per seed, so the spread includes the pool's variation")
     ap.add_argument("--fp32", action="store_true", help="train the recognisers in float32 (default: CPU bfloat16 "
-                    "autocast, channels-last)")
+                    "autocast, channels-last, where the CPU has bf16 units)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="(source, seed) jobs run at a time, each in "
                     "its own process (default: one per CPU core; 1 = in this process)")
     ap.add_argument("--threads", type=int, help="torch / ORT CPU threads per job (default: "
