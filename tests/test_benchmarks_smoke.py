@@ -539,3 +539,42 @@ def test_benchmarks_autocast_bf16_only_on_cpus_with_bf16_units(detection, realis
         monkeypatch.setattr(module, "cpu_has_bf16", lambda v=has_bf16: v)
         assert module.Settings().bf16 is has_bf16
         assert module.Settings(bf16=not has_bf16).bf16 is (not has_bf16)  # still settable (--fp32)
+
+
+def test_scene_plates_stats_read_the_box_pixels() -> None:
+    """plate_stats: width, mean, contrast, sharpness and lift over the ring of each box, from its pixels;
+    boxes too small or cut by the image edge are measured on what lies inside."""
+    plate_stats = _import_benchmark("scene_plates").plate_stats
+    img = torch.full((3, 60, 100), 51.0)  # ring luma 0.2
+    img[:, 20:30, 30:70] = 255.0  # a white plate 40 x 10
+    img[:, 20:30, 30:70:2] = 0.0  # with black stripes every other column: std 0.5, grad 1 across
+    stats = plate_stats([img], [torch.tensor([[30.0, 20, 70, 30], [0, 0, 3, 3]])])
+    assert stats.shape == (1, 5)  # the 3 x 3 box is too small
+    width, mean, std, grad, lift = stats[0].tolist()
+    assert width == 40 and abs(mean - 0.5) < 1e-6 and abs(std - 0.5) < 0.01
+    assert abs(grad - 1.0) < 1e-6  # columns alternate 0 / 1, rows equal
+    assert abs(lift - 0.3) < 1e-6
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        plate_stats([torch.zeros(60, 100)], [torch.zeros(0, 4)])
+
+
+def test_scene_plates_quick_rows(tmp_path: Path) -> None:
+    """benchmarks/scene_plates.py on the scene fixture: a real and a replace row per photo source, a default
+    row, quartiles in order; the fixture's plates (white, striped) measured as such."""
+    real = _scene_fixture(tmp_path / "scenes")
+    out = tmp_path / "sp.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scene_plates.py"), "--real", str(real),
+                           "--scenes", "4", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["source"], r["test_source"]) for r in rows] == [
+        ("real", "street"), ("replace", "street"), ("real", "web"), ("replace", "web"), ("default", "shipped frames")]
+    for r in rows:
+        assert r["plates"] > 0
+        for c in ("width", "mean", "std", "grad", "lift"):
+            assert len(r[c]) == 3 and r[c] == sorted(r[c])
+    real_street = rows[0]
+    assert real_street["width"] == [70, 70, 70]  # every fixture plate is 70 px wide (photos under 640 px stay)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scene_plates.py"), "--real", str(real),
+                          "--sources", "real,bogus"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode != 0 and "--sources" in bad.stderr
