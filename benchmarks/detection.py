@@ -96,7 +96,7 @@ class Settings:
     test_side: int = 640  # longest side of every test photo (larger: smaller photos are scaled up)
     scale: tuple[float, float] = (0.6, 1.6)  # training crops' scale range (log-uniform)
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())  # autocast where the CPU has bf16 units (~1.6x faster
-    #   there); without them torch emulates bf16: 8.3 s a step against 1.43 s in fp32 (AVX2 EPYC, 2026-12-06)
+    #   there); without them torch emulates bf16: 8.3 s a step against 1.43 s in fp32 (AVX2 EPYC, 1 thread, 2026-12-06)
     p_around_plate: float = 0.7  # share of crops centred near a plate
     scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
     heat_spread: float | None = 0.54  # heatmap peaks: TTFNet's elliptical ones (sigma 0.54 x box side / 6), None

@@ -225,7 +225,8 @@ class Settings:
     # a curriculum: leaves CTC's plateau at 200-250 steps instead of 350-550, results/screening/plain_steps.txt)
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())  # recogniser training under CPU bfloat16 autocast,
     # channels-last (2.4x faster per step on an AVX-512 BF16 CPU, measured; CTC and the loss stay float32) where
-    # the CPU has bf16 units (elsewhere torch emulates bf16, several times slower); --fp32 turns it off
+    # the CPU has bf16 units (elsewhere torch emulates bf16: the detection benchmark's step 5.8x slower than fp32 on
+    # an AVX2 EPYC; the recogniser's not measured); --fp32 turns it off
 
 
 QUICK = dict(pool=96, n_check=32, seeds=1, steps=6, real_steps=6, finetune_steps=3, batch=16, c2st_epochs=1,
