@@ -644,6 +644,12 @@ def draw_figure(path: Path, test: Photos, gt: dict, dets: dict, test_sources: li
     sheet.save(path)
 
 
+def default_figure(sources: list[str], quick: bool, changed: object) -> Path | None:
+    """The README's figure only for the run its table shows (every source, the benchmark's settings): a screen
+    or a --quick run does not overwrite it."""
+    return FIGURE if list(sources) == list(SOURCES) and not quick and not changed else None
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", default=str(data_dir("real-scenes")),
@@ -675,7 +681,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--txt")
     ap.add_argument("--save-dets", help="write every detector's test detections to this .npz (for analysis)")
     ap.add_argument("--figure", default=None, help=f"detections figure (default {FIGURE.relative_to(FIGURE.parents[2])}"
-                    " for a full run, none with --quick)")
+                    " for a whole run with the benchmark's settings; none for a screen or --quick)")
     args = ap.parse_args(argv)
     sources = [x.strip() for x in args.sources.split(",") if x.strip()]
     if unknown := [x for x in sources if x not in SOURCES]:
@@ -712,7 +718,9 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"--stream-options: {e}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
-    figure = Path(args.figure) if args.figure else (None if args.quick else FIGURE)
+    figure = Path(args.figure) if args.figure else default_figure(sources, args.quick, given or schedule or base
+                                                                  or args.fp32 or args.dense is not None
+                                                                  or args.mix_source)
     payload = run(real / "annotations.json", holdout / "annotations.json" if holdout else None, sources, s, args.jobs,
                   threads, args.mix_source, figure, base, Path(args.save_dets) if args.save_dets else None)
     write_outputs(payload, args.json, args.txt)

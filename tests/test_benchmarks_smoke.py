@@ -541,6 +541,17 @@ def test_benchmarks_autocast_bf16_only_on_cpus_with_bf16_units(detection, realis
         assert module.Settings(bf16=not has_bf16).bf16 is (not has_bf16)  # still settable (--fp32)
 
 
+def test_detection_figure_by_default_only_for_the_whole_run(detection) -> None:
+    """The README's figure is drawn by default only for the whole run with the benchmark's settings: a screen
+    (fewer sources, other settings or stream options) or a --quick run leaves it as it is."""
+    every = list(detection.SOURCES)
+    assert detection.default_figure(every, False, {}) == detection.FIGURE
+    assert detection.default_figure(every[:3], False, {}) is None
+    assert detection.default_figure(every, True, {}) is None
+    assert detection.default_figure(every, False, {"steps": 3000}) is None
+    assert detection.default_figure(every, False, "replace") is None  # --mix-source
+
+
 def test_scene_plates_stats_read_the_box_pixels() -> None:
     """plate_stats: width, mean, contrast, sharpness and lift over the ring of each box, from its pixels;
     boxes too small or cut by the image edge are measured on what lies inside."""
