@@ -89,6 +89,29 @@ def test_replacing_plate_covers_its_box_grown_by_cover(red_photos, cover) -> Non
             Scene(cover=bad)
 
 
+def test_box_margin_grows_the_box_labels_only(red_photos) -> None:
+    """Scene(box_margin=m): every plate's box grown by m x its height per side, clipped to the image; the same
+    scenes, corners and character boxes as with exact boxes (annotators' margins are a label convention)."""
+    exact, grown = stream(red_photos, plain()), stream(red_photos, plain(box_margin=0.15))
+    a, b = exact.make_batch(8, 1), grown.make_batch(8, 1)
+    assert torch.equal(a.images, b.images)
+    for ta, tb in zip(exact.targets(a), grown.targets(b)):
+        assert torch.equal(ta["corners"], tb["corners"])
+        assert all(torch.equal(x, y) for x, y in zip(ta["char_boxes"], tb["char_boxes"]))
+        box, big = ta["boxes"].as_subclass(torch.Tensor), tb["boxes"].as_subclass(torch.Tensor)
+        m = 0.15 * (box[:, 3] - box[:, 1])
+        want = torch.stack([(box[:, 0] - m).clamp(0, 320), (box[:, 1] - m).clamp(0, 180),
+                            (box[:, 2] + m).clamp(0, 320), (box[:, 3] + m).clamp(0, 180)], 1)
+        assert torch.allclose(big, want, atol=1e-4) and (big[:, 2] - big[:, 0] > box[:, 2] - box[:, 0]).all()
+    from plateaug.stream.dataset import grow_boxes
+
+    edge = grow_boxes(torch.tensor([[0.0, 2.0, 50.0, 12.0]]), 0.5, 60, 15)  # clipped on three sides
+    assert edge.tolist() == [[0.0, 0.0, 55.0, 15.0]]
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ValueError, match="Scene.box_margin"):
+            Scene(box_margin=bad)
+
+
 def test_replacing_plates_take_the_annotated_region(red_photos) -> None:
     """Photo 0's plate (at x 40, annotated "cn") always becomes a Chinese plate; the others are drawn
     from the stream's regions."""

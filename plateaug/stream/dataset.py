@@ -594,6 +594,7 @@ class PlateGANStream(IterableDataset):
                     "corners": corners[i: i + 1].clone(), "text": text, "label": self.encode(text),
                     "char_boxes": char_boxes[i, : lengths[i]].clone(), "region": batch.regions[i]}, (H, W)))
             return out
+        plate_boxes = grow_boxes(plate_boxes, self.scene.box_margin, W, H)
         counts = torch.bincount(cpu(batch.owner), minlength=len(batch.images))  # plates per scene
         starts = [0] + counts.cumsum(0).tolist()
         for b in range(len(batch.images)):
@@ -639,6 +640,17 @@ def aspect_fit(specs: list, boxes: torch.Tensor, sigma: float) -> torch.Tensor:
     wh = (boxes[:, 2:] - boxes[:, :2]).float().clamp(min=1e-3)
     box = (wh[:, 0] / wh[:, 1]).log()  # (K,)
     return torch.exp(-((aspect[None] - box[:, None]) ** 2) / (2 * sigma**2)).clamp(min=1e-3)
+
+
+def grow_boxes(boxes: torch.Tensor, margin: float, W: int, H: int) -> torch.Tensor:
+    """Boxes (N, 4) xyxy grown by margin x their height on every side, clipped to the W x H image
+    (the margin annotators leave round a plate; Scene.box_margin)."""
+    if margin == 0 or len(boxes) == 0:
+        return boxes
+    m = (margin * (boxes[:, 3] - boxes[:, 1]))[:, None]  # (N, 1)
+    grown = boxes + torch.cat([-m, -m, m, m], 1)
+    return torch.stack([grown[:, 0].clamp(0, W), grown[:, 1].clamp(0, H), grown[:, 2].clamp(0, W),
+                        grown[:, 3].clamp(0, H)], 1)
 
 
 def _scene_labels(char_boxes: torch.Tensor, M: torch.Tensor, texture: tuple[int, int], quads: torch.Tensor,
