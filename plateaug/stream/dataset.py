@@ -647,10 +647,8 @@ def grow_boxes(boxes: torch.Tensor, margin: float, W: int, H: int) -> torch.Tens
     (the margin annotators leave round a plate; Scene.box_margin)."""
     if margin == 0 or len(boxes) == 0:
         return boxes
-    m = (margin * (boxes[:, 3] - boxes[:, 1]))[:, None]  # (N, 1)
-    grown = boxes + torch.cat([-m, -m, m, m], 1)
-    return torch.stack([grown[:, 0].clamp(0, W), grown[:, 1].clamp(0, H), grown[:, 2].clamp(0, W),
-                        grown[:, 3].clamp(0, H)], 1)
+    grown = boxes + (margin * (boxes[:, 3] - boxes[:, 1]))[:, None] * boxes.new_tensor([-1, -1, 1, 1])
+    return corners_to_boxes(grown.view(-1, 2, 2), W, H)  # its two corners' box, clipped to the image
 
 
 def _scene_labels(char_boxes: torch.Tensor, M: torch.Tensor, texture: tuple[int, int], quads: torch.Tensor,
