@@ -107,7 +107,10 @@ def test_box_margin_grows_the_box_labels_only(red_photos) -> None:
 
     edge = grow_boxes(torch.tensor([[0.0, 2.0, 50.0, 12.0]]), 0.5, 60, 15)  # clipped on three sides
     assert edge.tolist() == [[0.0, 0.0, 55.0, 15.0]]
-    for bad in (-0.1, 0.6):
+    wide = grow_boxes(torch.tensor([[10.0, 20.0, 50.0, 30.0]]), (0.4, 0.1), 100, 100)  # 4 px and 1 px a side
+    assert wide.tolist() == [[6.0, 19.0, 54.0, 31.0]]
+    assert Scene(box_margin=[0.4, 0.1]).box_margin == (0.4, 0.1)  # a pair from JSON or TOML
+    for bad in (-0.1, 0.6, (0.1, 0.6), (0.1, 0.1, 0.1), "0.2"):
         with pytest.raises(ValueError, match="Scene.box_margin"):
             Scene(box_margin=bad)
 

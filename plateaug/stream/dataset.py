@@ -642,12 +642,13 @@ def aspect_fit(specs: list, boxes: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.exp(-((aspect[None] - box[:, None]) ** 2) / (2 * sigma**2)).clamp(min=1e-3)
 
 
-def grow_boxes(boxes: torch.Tensor, margin: float, W: int, H: int) -> torch.Tensor:
-    """Boxes (N, 4) xyxy grown by margin x their height on every side, clipped to the W x H image
-    (the margin annotators leave round a plate; Scene.box_margin)."""
-    if margin == 0 or len(boxes) == 0:
+def grow_boxes(boxes: torch.Tensor, margin: float | tuple[float, float], W: int, H: int) -> torch.Tensor:
+    """Boxes (N, 4) xyxy grown by margin x their height on every side (or by (left/right, top/bottom)
+    shares of it), clipped to the W x H image (the margin annotators leave round a plate; Scene.box_margin)."""
+    mx, my = margin if isinstance(margin, tuple) else (margin, margin)
+    if (mx == 0 and my == 0) or len(boxes) == 0:
         return boxes
-    grown = boxes + (margin * (boxes[:, 3] - boxes[:, 1]))[:, None] * boxes.new_tensor([-1, -1, 1, 1])
+    grown = boxes + (boxes[:, 3] - boxes[:, 1])[:, None] * boxes.new_tensor([-mx, -my, mx, my])
     return corners_to_boxes(grown.view(-1, 2, 2), W, H)  # its two corners' box, clipped to the image
 
 

@@ -26,10 +26,11 @@ class Scene:
     #   (none by default: extras placed by the prior often float off the cars; detection screens read lower with them)
     cover: float = 0.0  # photos, "replace": a replacing plate covers its real plate's box grown by this share
     #   of the box height on every side (the plate drawn, and labelled, is that grown box)
-    box_margin: float = 0.0  # each plate's box label grown by this share of its height per side (clipped to the
-    #   image; corners and character boxes stay exact): many annotators leave a margin round a plate, and a detector
-    #   trained on exact boxes predicts boxes smaller than theirs (detection screen 2026-12-06, `replace` at 0.15:
-    #   0.414 against 0.347 AP50 on 3 seeds); 0 keeps the box exact
+    box_margin: float | tuple[float, float] = 0.0  # each plate's box label grown by this share of its height
+    #   per side, or (left/right, top/bottom) shares of its height (clipped to the image; corners and character
+    #   boxes stay exact): many annotators leave a margin round a plate, and a detector trained on exact boxes
+    #   predicts boxes smaller than theirs (detection screen 2026-12-06, `replace` at 0.15: 0.414 against 0.347
+    #   AP50 on 3 seeds); 0 keeps the box exact
     aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
     #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
@@ -72,8 +73,12 @@ class Scene:
             raise ValueError(f"Scene.min_plate_px must be in [4, 256], got {self.min_plate_px}")
         if not 0.0 <= self.cover <= 0.5:  # below 0 a rim of the real plate would show outside its label
             raise ValueError(f"Scene.cover must be in [0, 0.5] (share of the box height), got {self.cover}")
-        if not 0.0 <= self.box_margin <= 0.5:
-            raise ValueError(f"Scene.box_margin must be in [0, 0.5] (share of the box height), got {self.box_margin}")
+        if isinstance(self.box_margin, list):  # from JSON or TOML
+            object.__setattr__(self, "box_margin", tuple(self.box_margin))
+        margins = self.box_margin if isinstance(self.box_margin, tuple) else (self.box_margin,)
+        if len(margins) not in (1, 2) or not all(isinstance(m, (int, float)) and 0.0 <= m <= 0.5 for m in margins):
+            raise ValueError("Scene.box_margin must be a share of the box height in [0, 0.5], or a (left/right, "
+                             f"top/bottom) pair of them, got {self.box_margin}")
         if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
             raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
         for name in ("p_recolour", "p_negative", "p_patch"):
