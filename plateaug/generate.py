@@ -32,6 +32,7 @@ from .generator.backends import GENERATOR_NAMES, NAMED_MODELS, resolve_name
 from .renderer.spec_loader import builtin_regions
 from .stream import seeding
 from .stream.dataset import NonFiniteBatchError, PlateGANStream
+from .stream.scene_options import Scene
 from .writers.folder import ShardBusy, check_settings, clean_stale_tmp, shard_lock
 from .writers.formats import FORMATS, DatasetWriter, item_name
 from .writers.sheet import contact_sheet
@@ -43,7 +44,8 @@ MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
 CONTENT_SETTINGS = {"count": "--count", "format": "--format", "mode": "--mode", "regions": "--regions",
                     "generator_sha256": "--generator", "scenes": "--scenes", "backgrounds": "--backgrounds",
                     "augment": "--augment", "image_size": "--image-size", "seed": "--seed",
-                    "batch_size": "--batch-size", "image_format": "--image-format", "device": "--device (type)"}
+                    "batch_size": "--batch-size", "image_format": "--image-format", "device": "--device (type)",
+                    "box_margin": "--box-margin"}
 
 
 def _size(s: str) -> tuple[int, int]:
@@ -52,6 +54,18 @@ def _size(s: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW like 64x256, got {s!r}") from None
     return h, w
+
+
+def _box_margin(s: str) -> float | tuple[float, float]:
+    """--box-margin: M or MX,MY (shares of the plate height), checked by Scene at parse time."""
+    try:
+        parts = tuple(float(v) for v in s.split(","))
+        margin = parts[0] if len(parts) == 1 else parts
+        Scene(box_margin=margin)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected M or MX,MY, shares of the plate height in [0, 0.5], got "
+                                         f"{s!r}" + (f" ({e})" if "Scene" in str(e) else "")) from None
+    return margin
 
 
 def _generator(s: str) -> str:
@@ -87,6 +101,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "whose every plate is replaced by a stream plate (default: the shipped dashcam frames)")
     ap.add_argument("--backgrounds", default=None, help="scene mode: 'procedural', or a folder of plain background "
                     "images, instead of photos")
+    ap.add_argument("--box-margin", type=_box_margin, default=None,
+                    help="scene mode: every plate's box label grown by this share of its height per side, or MX,MY "
+                         "for left/right and top/bottom (default 0.15, Scene.box_margin: the margin annotators leave "
+                         "round a plate; 0: the plate's exact extent; corners and character boxes stay exact)")
     ap.add_argument("--image-size", type=_size, help="HxW (default 64x256 crops, 384x640 scenes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64, help="images generated per batch (fixes the seeding)")
@@ -115,6 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--format ocr writes plate crops: use --mode crop")
     if (args.scenes or args.backgrounds) and args.mode != "scene":
         ap.error("--scenes and --backgrounds are for --mode scene")
+    if args.box_margin is not None and args.mode != "scene":
+        ap.error("--box-margin is for --mode scene (a crop's corners and character boxes are its labels)")
     return args
 
 
@@ -141,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     regions = args.regions.split(",") if args.regions else None
     stream = PlateGANStream(regions=regions, mode=args.mode, image_size=args.image_size, device=args.device,
                             seed=args.seed, generator=None if args.generator == "none" else args.generator,
-                            augment=args.augment, scenes=args.scenes, backgrounds=args.backgrounds)
+                            augment=args.augment, scenes=args.scenes, backgrounds=args.backgrounds,
+                            scene=None if args.box_margin is None else Scene(box_margin=args.box_margin))
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         probe = args.out / f".write-probe-{os.getpid()}"
@@ -208,7 +229,9 @@ def _settings(args: argparse.Namespace, stream: PlateGANStream) -> dict:
             "backgrounds": args.backgrounds if args.backgrounds in (None, "procedural")
             else str(Path(args.backgrounds).resolve()),
             "batch_size": args.batch_size, "image_format": args.image_format,
-            "device": torch.device(args.device).type, "plateaug_version": __version__}
+            "device": torch.device(args.device).type, "plateaug_version": __version__,
+            **({"box_margin": list(m) if isinstance(m := stream.scene.box_margin, tuple) else m}
+               if args.mode == "scene" else {})}  # a crop has no box margin: nothing to compare
 
 
 def _sha256(path: Path) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from plateaug import encode_texts
-from plateaug.generate import main
+from plateaug.generate import main, parse_args, run
 
 FAST = ["--generator", "none", "--regions", "us,br_mercosur", "--no-progress", "--batch-size", "4"]
 
@@ -42,6 +42,37 @@ def test_coco_structure_and_boxes(tmp_path):
     chars = [a for a in coco["annotations"] if a["category_id"] != 1]
     assert len(chars) == sum(len(a["text"]) for a in plates)
     assert (out / "preview.png").exists()
+
+
+def test_box_margin_grows_the_plate_boxes_only(tmp_path):
+    """Scene mode: the plate bbox is its exact box (--box-margin 0) grown by 0.15 x its height per side by
+    default (clipped to the image); the images, segmentations and character boxes are the same. The margin is
+    recorded: a rerun into the folder with another one is refused."""
+    runs = {}
+    for name, extra in (("exact", ["--box-margin", "0"]), ("default", []), ("pair", ["--box-margin", "0.3,0.1"])):
+        out = tmp_path / name
+        assert main(["--n", "4", "--out", str(out), "--format", "coco", "--image-size", "128x192", *FAST, *extra]) == 0
+        runs[name] = json.loads((out / "annotations.json").read_text(encoding="utf-8"))
+    exact = runs["exact"]["annotations"]
+    assert [x["file_name"] for x in runs["exact"]["images"]] == [x["file_name"] for x in runs["default"]["images"]]
+    assert _files(tmp_path / "exact" / "images") == _files(tmp_path / "default" / "images")
+    for name, (mx, my) in (("default", (0.15, 0.15)), ("pair", (0.3, 0.1))):
+        grown = runs[name]["annotations"]
+        assert len(grown) == len(exact) and any(a["category_id"] == 1 for a in exact)
+        for a, b in zip(exact, grown):
+            assert a["segmentation"] == b["segmentation"]
+            x, y, w, h = a["bbox"]
+            if a["category_id"] != 1:  # characters keep their boxes
+                assert a["bbox"] == b["bbox"]
+                continue
+            want = [max(0, x - mx * h), max(0, y - my * h), min(192, x + w + mx * h), min(128, y + h + my * h)]
+            got = [b["bbox"][0], b["bbox"][1], b["bbox"][0] + b["bbox"][2], b["bbox"][1] + b["bbox"][3]]
+            assert got == pytest.approx(want, abs=0.03)
+    settings = json.loads((tmp_path / "pair" / "settings.json").read_text(encoding="utf-8"))
+    assert settings["box_margin"] == [0.3, 0.1]
+    with pytest.raises(ValueError, match="--box-margin: was"):
+        run(parse_args(["--n", "4", "--out", str(tmp_path / "pair"), "--format", "coco", "--image-size", "128x192",
+                        *FAST]))
 
 
 def test_yolo_labels_normalised(tmp_path):
@@ -110,6 +141,9 @@ def test_torchrun_env_picks_the_shard(tmp_path, monkeypatch):
     (["--n", "3", "--format", "ocr", "--mode", "scene"], "ocr writes plate crops"),
     (["--n", "3", "--shards", "2", "--shard", "2"], "--shard must be in"),
     (["--n", "3", "--generator", "/nonexistent.onnx"], "does not exist"),
+    (["--n", "3", "--box-margin", "0.7"], "shares of the plate height in [0, 0.5]"),
+    (["--n", "3", "--box-margin", "wide"], "expected M or MX,MY"),
+    (["--n", "3", "--box-margin", "0.1", "--mode", "crop"], "--box-margin is for --mode scene"),
 ])
 def test_bad_arguments(tmp_path, capsys, argv, match):
     try:

@@ -122,9 +122,10 @@ def _polygon_area(poly: list[float]) -> float:
     return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2
 
 
-@pytest.mark.parametrize("extra", [(), ("--mode", "crop", "--augment", "heavy", "--seed", "5")])
+@pytest.mark.parametrize("extra", [("--box-margin", "0"), (), ("--mode", "crop", "--augment", "heavy", "--seed", "5")])
 def test_every_coco_annotation_has_segmentation_area_bbox(tmp_path, extra):
-    """Scenes, and augmented crops (whose plate corners may leave the image: the polygon is clipped)."""
+    """Scenes with exact boxes and with the default margin round the plate, and augmented crops (whose plate
+    corners may leave the image: the polygon is clipped)."""
     _, coco = _coco(tmp_path, *extra)
     images = {im["id"]: im for im in coco["images"]}
     assert coco["annotations"]
@@ -140,7 +141,7 @@ def test_every_coco_annotation_has_segmentation_area_bbox(tmp_path, extra):
         assert w > 0 and h > 0 and 0 <= x and 0 <= y and x + w <= im["width"] + 1e-3 and y + h <= im["height"] + 1e-3
         # the polygon lies in its bbox (the bbox is the polygon's extent where nothing was clipped)
         assert min(xs) >= x - 0.02 and max(xs) <= x + w + 0.02 and min(ys) >= y - 0.02 and max(ys) <= y + h + 0.02
-        if not extra:
+        if extra == ("--box-margin", "0"):
             assert min(xs) == pytest.approx(x, abs=0.02) and max(xs) == pytest.approx(x + w, abs=0.02)
             assert min(ys) == pytest.approx(y, abs=0.02) and max(ys) == pytest.approx(y + h, abs=0.02)
         assert a["area"] == pytest.approx(_polygon_area(seg[0]), rel=1e-3, abs=0.05) and a["area"] > 0

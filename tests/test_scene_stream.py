@@ -44,7 +44,9 @@ def red_pixels(images: torch.Tensor) -> int:
 
 
 def plain(**kw) -> Scene:
-    return Scene(**{"harmonise": None, "p_negative": 0.0, "degrade": None, "zoom": (1.0, 1.0), **kw})
+    """Composition only, and exact boxes (box_margin 0): these tests compare every box with the plate drawn."""
+    return Scene(**{"harmonise": None, "p_negative": 0.0, "degrade": None, "zoom": (1.0, 1.0), "box_margin": 0.0,
+                    **kw})
 
 
 def stream(photos, scene: Scene, **kw) -> PlateGANStream:
@@ -92,6 +94,7 @@ def test_replacing_plate_covers_its_box_grown_by_cover(red_photos, cover) -> Non
 def test_box_margin_grows_the_box_labels_only(red_photos) -> None:
     """Scene(box_margin=m): every plate's box grown by m x its height per side, clipped to the image; the same
     scenes, corners and character boxes as with exact boxes (annotators' margins are a label convention)."""
+    assert Scene().box_margin == 0.15  # the default: boxes as annotators draw them
     exact, grown = stream(red_photos, plain()), stream(red_photos, plain(box_margin=0.15))
     a, b = exact.make_batch(8, 1), grown.make_batch(8, 1)
     assert torch.equal(a.images, b.images)
