@@ -78,6 +78,9 @@ LOW_SHARE = 0.10
 DATA_SEED = 20261204
 FIGURE = Path(__file__).resolve().parent / "figures" / "detections.png"
 SCORE_SHOWN = 0.3  # detections drawn in the figure
+FIGURE_LICENCES = ("MIT", "CC0")  # the figure shows only test photos whose COCO image field `licence` starts with
+#   one of these: it is committed, and the AGPL and Open Images photos (authors not credited) may not ship
+FIGURE_PHOTOS = 6
 
 
 @dataclass(frozen=True)
@@ -590,8 +593,8 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
     if dets_path is not None:
         save_dets(dets_path, by_source)
         print(f"detections: {dets_path}")
-    if figure is not None:
-        draw_figure(figure, test, gt, {x: by_source[x][min(by_source[x])] for x in by_source}, test_sources)
+    if figure is not None and draw_figure(figure, test, {x: by_source[x][min(by_source[x])] for x in SOURCES
+                                                         if x in by_source}, shippable_ids(holdout or real)):
         print(f"figure: {figure}")
     return {"rows": rows, "mix_source": mix, "settings": asdict(s), "sources": sources, "stream_options": base or {},
             "real": str(real), "holdout": str(holdout) if holdout else None, "jobs": jobs, "threads_per_job": threads,
@@ -612,15 +615,28 @@ def table(rows: list[dict], mix: str | None, total: float) -> str:
     return "\n".join(lines)
 
 
-def draw_figure(path: Path, test: Photos, gt: dict, dets: dict, test_sources: list[str], per_source: int = 2) -> None:
+def shippable_ids(annotations: Path) -> set:
+    """Ids of the photos whose licence lets a picture of them ship (FIGURE_LICENCES; none without the field)."""
+    coco = json.loads(annotations.read_text(encoding="utf-8"))
+    return {im["id"] for im in coco["images"] if str(im.get("licence", "")).startswith(FIGURE_LICENCES)}
+
+
+def figure_picks(test: Photos, shippable: set, n: int = FIGURE_PHOTOS) -> list[int]:
+    """Indices of up to n test photos with plates, spread evenly over the shippable ones."""
+    cand = [i for i, iid in enumerate(test.ids) if iid in shippable and len(test.boxes[i])]
+    return cand[:: max(1, len(cand) // n)][:n]
+
+
+def draw_figure(path: Path, test: Photos, dets: dict, shippable: set) -> bool:
     """Detections (red, score >= SCORE_SHOWN) of each source's seed-0 detector on the same test photos,
-    ground truth in green: one row per source, `per_source` photos of each test source."""
+    ground truth in green: one row per source, on shippable photos only; False (nothing drawn) if none is."""
     from PIL import Image, ImageDraw
 
-    picks = []
-    for src in test_sources:
-        cand = [i for i, x in enumerate(test.sources) if x == src and len(test.boxes[i])]
-        picks += cand[:: max(1, len(cand) // per_source)][:per_source]
+    picks = figure_picks(test, shippable)
+    if not picks:
+        print(f"figure not drawn: no test photo has a licence starting with {' or '.join(FIGURE_LICENCES)} "
+              f"(the image field `licence`), and only those may be shown", flush=True)
+        return False
     cw, ch = 256, 160
     sheet = Image.new("RGB", (cw * len(picks) + 110, ch * len(dets)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -642,6 +658,30 @@ def draw_figure(path: Path, test: Photos, gt: dict, dets: dict, test_sources: li
             sheet.paste(pil, (110 + c * cw, r * ch))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
+    return True
+
+
+def load_dets(path: Path, test_ids: list) -> dict[str, dict]:
+    """A --save-dets file back as {source: {image id: (boxes (n, 4), scores (n,))}} for each source's lowest
+    seed (the figure's detector), in SOURCES order."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    out = {}
+    for source in SOURCES:
+        seeds = [int(k.split("|")[1]) for k in arrays if k.split("|")[0] == source]
+        if seeds:
+            a = arrays[f"{source}|{min(seeds)}"]
+            out[source] = {i: (a[a[:, 0] == i, 1:5], a[a[:, 0] == i, 5]) for i in test_ids}
+    return out
+
+
+def redraw_figure(dets_path: Path, real: Path, holdout: Path | None, figure: Path, s: Settings) -> None:
+    """The figure from a run's saved detections (--save-dets), on the same test photos, without training."""
+    annotations = holdout or real
+    ids = None if holdout else split_ids(real)[1]
+    test = load_photos(annotations, s.test_side, ids, upscale=s.test_side > s.side)
+    if draw_figure(figure, test, load_dets(dets_path, test.ids), shippable_ids(annotations)):
+        print(f"figure: {figure}")
 
 
 def default_figure(sources: list[str], quick: bool, changed: object) -> Path | None:
@@ -682,6 +722,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--save-dets", help="write every detector's test detections to this .npz (for analysis)")
     ap.add_argument("--figure", default=None, help=f"detections figure (default {FIGURE.relative_to(FIGURE.parents[2])}"
                     " for a whole run with the benchmark's settings; none for a screen or --quick)")
+    ap.add_argument("--figure-from", help="redraw the figure (the README's, or --figure) from a run's --save-dets "
+                    "file, on the same test photos, and stop (no training)")
     args = ap.parse_args(argv)
     sources = [x.strip() for x in args.sources.split(",") if x.strip()]
     if unknown := [x for x in sources if x not in SOURCES]:
@@ -716,6 +758,12 @@ def main(argv: list[str] | None = None) -> dict:
         Scene(**base.get("scene", {}))
     except (ValueError, TypeError) as e:
         ap.error(f"--stream-options: {e}")
+    if args.figure_from:
+        if not Path(args.figure_from).is_file():
+            ap.error(f"--figure-from {args.figure_from} is not a file (a run's --save-dets .npz)")
+        redraw_figure(Path(args.figure_from), real / "annotations.json",
+                      holdout / "annotations.json" if holdout else None, Path(args.figure or FIGURE), s)
+        return {}
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
     figure = Path(args.figure) if args.figure else default_figure(sources, args.quick, given or schedule or base

@@ -341,7 +341,8 @@ def _scene_fixture(folder: Path, seed: int = 0) -> Path:
                 arr[y + 5: y + h - 5, x + 6: x + w - 6: 7] = 20  # "characters"
                 anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": 1, "bbox": [x, y, w, h]})
             Image.fromarray(arr).save(folder / "images" / name, quality=90)
-            images.append({"id": iid, "file_name": f"images/{name}", "width": 240, "height": 150, "source": source})
+            images.append({"id": iid, "file_name": f"images/{name}", "width": 240, "height": 150, "source": source,
+                           "licence": "MIT" if source == "street" else "CC BY 2.0 (authors not listed)"})
     (folder / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
                                                          "categories": [{"id": 1, "name": "plate"}]}))
     return folder
@@ -357,7 +358,8 @@ def _detection(*args: str, timeout: int = 300, tmpdir: Path | None = None) -> su
 def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     out = tmp_path / "det.json"
-    proc = _detection("--real", str(real), "--json", str(out), "--figure", str(tmp_path / "det.png"))
+    proc = _detection("--real", str(real), "--json", str(out), "--figure", str(tmp_path / "det.png"),
+                      "--save-dets", str(tmp_path / "dets.npz"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
@@ -370,6 +372,10 @@ def test_detection_quick_every_source_and_the_json_rows(tmp_path: Path) -> None:
         assert r["n_test"] == (8 if r["test_source"] == "all" else 4)
     assert result["mix_source"] in ("procedural", "default", "paste", "replace")
     assert (tmp_path / "det.png").is_file()
+    redraw = _detection("--real", str(real), "--figure-from", str(tmp_path / "dets.npz"), "--figure",
+                        str(tmp_path / "again.png"))
+    assert redraw.returncode == 0 and "figure:" in redraw.stdout, redraw.stderr[-2000:]
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "det.png").read_bytes()  # the same detections
     # every synthetic pool drawn once: the four sources', then the mix source's from the low-data photos
     pools = [line for line in proc.stdout.splitlines() if line.strip().startswith("pool of")]
     assert len(pools) == 5 and sum("(low-data photos)" in line for line in pools) == 1, pools
@@ -550,6 +556,22 @@ def test_detection_figure_by_default_only_for_the_whole_run(detection) -> None:
     assert detection.default_figure(every, True, {}) is None
     assert detection.default_figure(every, False, {"steps": 3000}) is None
     assert detection.default_figure(every, False, "replace") is None  # --mix-source
+
+
+def test_detection_figure_shows_only_photos_that_may_ship(detection, tmp_path: Path) -> None:
+    """The committed figure shows test photos under FIGURE_LICENCES only (the MIT dashcam frames, never the
+    AGPL or Open Images photos); with none such it draws nothing, and --figure-from needs a file."""
+    real = _scene_fixture(tmp_path / "scenes")
+    coco = json.loads((real / "annotations.json").read_text())
+    street = {im["id"] for im in coco["images"] if im["source"] == "street"}
+    assert detection.shippable_ids(real / "annotations.json") == street
+    test = detection.load_photos(real / "annotations.json", 192)
+    picks = detection.figure_picks(test, street, n=3)
+    assert len(picks) == 3 and all(test.ids[i] in street and len(test.boxes[i]) for i in picks)
+    assert detection.draw_figure(tmp_path / "none.png", test, {}, set()) is False
+    assert not (tmp_path / "none.png").exists()
+    proc = _detection("--real", str(real), "--figure-from", str(tmp_path / "missing.npz"))
+    assert proc.returncode == 2 and "--figure-from" in proc.stderr and "is not a file" in proc.stderr
 
 
 def test_scene_plates_stats_read_the_box_pixels() -> None:
