@@ -115,7 +115,8 @@ class PlateGANStream(IterableDataset):
     "corners" (1, 4, 2), "text" str, "label" (L,) int64 (1-based indices into `charset`, 0 is
     the CTC blank), "char_boxes" (L, 4), "region" str}.
     mode "scene": plates pasted into backgrounds; target = {"boxes" (N, 4), "labels" (N,),
-    "corners" (N, 4, 2), "text" [N str], "char_boxes" [N x (L, 4)], "region" [N str]}.
+    "corners" (N, 4, 2), "text" [N str], "char_boxes" [N x (L, 4)], "region" [N str]}; "boxes" carry the
+    annotators' margin (Scene.box_margin, default 0.15 x the plate height per side), corners are exact.
     batch_size=None yields samples; an int yields (images (B, 3, H, W), [target] * B) batches
     for `DataLoader(stream, batch_size=None)`. `length` counts yielded items per epoch per
     process (samples or batches); None is endless. Call `set_epoch(e)` for fresh plates each
