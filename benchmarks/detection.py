@@ -379,16 +379,19 @@ def _init_worker(ctx: Context, threads: int) -> None:
     _DATA.clear()
 
 
+def load_test(real: Path, holdout: Path | None, s: Settings) -> Photos:
+    """The test photos: every photo of `holdout`, else the validation split of `real`, at `s.test_side` px."""
+    up = s.test_side > s.side
+    return (load_photos(holdout, s.test_side, upscale=up) if holdout
+            else load_photos(real, s.test_side, split_ids(real)[1], upscale=up))
+
+
 def _data() -> dict:
     """This process's photos, loaded once: train, test, and the low-data subset of train."""
     if not _DATA:
         ctx = _CTX
-        train_ids, val_ids = split_ids(ctx.real)
-        _DATA["train"] = load_photos(ctx.real, ctx.s.side, train_ids)
-        test_side = ctx.s.test_side
-        up = test_side > ctx.s.side
-        _DATA["test"] = (load_photos(ctx.holdout, test_side, upscale=up) if ctx.holdout
-                         else load_photos(ctx.real, test_side, val_ids, upscale=up))
+        _DATA["train"] = load_photos(ctx.real, ctx.s.side, split_ids(ctx.real)[0])
+        _DATA["test"] = load_test(ctx.real, ctx.holdout, ctx.s)
         _DATA["low"] = low_data_ids(_DATA["train"])
     return _DATA
 
@@ -677,10 +680,8 @@ def load_dets(path: Path, test_ids: list) -> dict[str, dict]:
 
 def redraw_figure(dets_path: Path, real: Path, holdout: Path | None, figure: Path, s: Settings) -> None:
     """The figure from a run's saved detections (--save-dets), on the same test photos, without training."""
-    annotations = holdout or real
-    ids = None if holdout else split_ids(real)[1]
-    test = load_photos(annotations, s.test_side, ids, upscale=s.test_side > s.side)
-    if draw_figure(figure, test, load_dets(dets_path, test.ids), shippable_ids(annotations)):
+    test = load_test(real, holdout, s)
+    if draw_figure(figure, test, load_dets(dets_path, test.ids), shippable_ids(holdout or real)):
         print(f"figure: {figure}")
 
 
