@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -462,21 +463,66 @@ def test_detection_mix_schedule_sets_the_synthetic_share_of_each_batch(detection
         assert per_step[0] == 8 and per_step[-1] == 0 and per_step == sorted(per_step, reverse=True)
 
 
+def test_detection_nms_keeps_the_best_of_each_overlapping_group(detection) -> None:
+    import numpy as np
+
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 4]], np.float32)
+    scores = np.array([0.5, 0.9, 0.3, 0.8], np.float32)
+    kept, s = detection.nms(boxes, scores, iou=0.5)
+    assert s.tolist() == pytest.approx([0.9, 0.8, 0.3])  # box 0 overlaps box 1 at IoU 9/11; box 3 only 0.36
+    assert kept[0].tolist() == [1, 0, 11, 10] and kept[2].tolist() == [20, 20, 30, 30]
+    assert len(detection.nms(boxes, scores, iou=0.5, keep=2)[0]) == 2
+    assert len(detection.nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))[0]) == 0
+
+
+def test_detection_two_scale_test_takes_wide_boxes_from_the_half_size_pass(detection) -> None:
+    """detect_two_scale: boxes at least coarse_from px wide (at the photo's stored size) from the half-size pass,
+    narrower ones from the full-size pass, both in the original photo's pixels."""
+    import numpy as np
+
+    photos = detection.Photos([torch.zeros(3, 101, 130, dtype=torch.uint8)], [torch.tensor([[10.0, 10, 90, 30]])],
+                              [7], ["web"], [0.5])  # stored at half the original size
+    half = detection.half_size(photos)
+    assert half.images[0].shape == (3, 50, 65) and half.scale[0] == pytest.approx(0.25)
+    assert half.boxes[0].tolist() == [[5.0, 5.0, 45.0, 15.0]]
+
+    class Fixed(nn.Module):  # two peaks: a narrow box (8 x 4 cells) and a wide one (24 x 4 cells)
+        def forward(self, x: torch.Tensor):
+            B, _, H, W = x.shape
+            heat = torch.full((B, 1, H // 4, W // 4), -9.0)
+            heat[:, 0, 2, 2], heat[:, 0, 5, 8] = 3.0, 2.0
+            size = torch.zeros(B, 2, H // 4, W // 4)
+            size[:, 0, 2, 2], size[:, 1, 2, 2] = np.log(32), np.log(16)
+            size[:, 0, 5, 8], size[:, 1, 5, 8] = np.log(96), np.log(16)
+            return heat, size, torch.zeros(B, 2, H // 4, W // 4)
+
+    s = detection.Settings(bf16=False, coarse_from=64)
+    boxes, scores = detection.detect_two_scale(Fixed(), photos, s)[0]
+    widths = sorted({round(float(w)) for w, sc in zip(boxes[:, 2] - boxes[:, 0], scores) if sc > 0.5})
+    # full-size pass: 32 and 96 px at the stored size = 64 and 192 original px; the half-size pass: 128 and 384
+    # original px (64 and 192 stored px). Kept: the narrow one of the first (32 < 64) and both of the second.
+    assert widths == [64, 128, 384]
+    one = detection.detect_two_scale(Fixed(), photos, replace(s, coarse_from=None))[0]
+    assert sorted({round(float(w)) for w, sc in zip(one[0][:, 2] - one[0][:, 0], one[1]) if sc > 0.5}) == [64, 192]
+
+
 def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
     out = tmp_path / "det.json"
     proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
-                      "--heat-spread", "0", "--no-dense")  # CenterNet's targets
+                      "--heat-spread", "0", "--no-dense", "--coarse-from", "48")  # CenterNet's targets, two passes
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (None, False)
+    assert result["settings"]["coarse_from"] == 48
     rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
                           (["--crop", "100"], "--crop must be > 0 and a multiple of 32"),
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
                           (["--heat-spread", "-1"], "--heat-spread must be > 0"),
+                          (["--coarse-from", "-5"], "--coarse-from must be > 0"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json")):
         proc = _detection("--real", str(real), *args)
