@@ -108,8 +108,8 @@ class Settings:
     dense: bool = True  # box size and offset learnt at every cell of a box's peak, not its centre only
     coarse_from: int | None = None  # with a number: detections at least this wide (px at test_side) come from a
     #   second test pass at half the size, the narrower ones from the first, merged by NMS at IoU 0.5 (plates wider
-    #   than half a training crop are never seen whole in training). One pass: 96 read real AP50 +0.8 at 1,000 steps
-    #   (openalpr -6, openimages_lp +3; 3 seeds, probe 2026-12-07, screening/README.md)
+    #   than half a training crop are never seen whole in training). None (one pass) by default: 96 read real AP50
+    #   +0.8 at 1,000 steps, within the spread (openalpr -6.7, openimages_lp +2.9; probe 2026-12-07, 3 seeds)
 
 
 QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, test_side=192, scene_size=(96, 160))
@@ -789,9 +789,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(problem)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         ap.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-    given = {k: v for k in ("steps", "batch", "crop", "seeds", "pool", "side", "lr", "mix_share", "heat_spread",
-                                 "coarse_from")
-             if (v := getattr(args, k)) is not None}
+    numbers = ("steps", "batch", "crop", "seeds", "pool", "side", "lr", "mix_share", "heat_spread", "coarse_from")
+    given = {k: v for k in numbers if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
     schedule = {"mix_schedule": args.mix_schedule} if args.mix_schedule else {}
