@@ -318,12 +318,14 @@ def bench_scenes(batches: list[int], repeats: int, device: str) -> list[dict]:
 
 
 def _detector_step(images: torch.Tensor, boxes: list[torch.Tensor], bf16: bool):
-    """One training step of a fresh PlateDetector on these scenes, as a callable (bf16 autocast on the CPU)."""
+    """One training step of a fresh PlateDetector on these scenes, as a callable (bf16 autocast on the CPU;
+    channels-last, as benchmarks/detection.py trains it since 2026-12-07)."""
     from plateaug.models.centernet import PlateDetector, detection_loss, encode_targets
 
-    model = PlateDetector().to(images.device).train()
+    model = PlateDetector().to(images.device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     enc = encode_targets(boxes, images.shape[-2:])
+    images = images.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
