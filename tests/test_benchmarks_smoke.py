@@ -545,6 +545,23 @@ def test_every_benchmark_prints_its_help(script: str) -> None:
     assert res.stdout.startswith("usage:")
 
 
+def test_throughput_detector_step_trains_the_detector_on_the_scenes() -> None:
+    """The throughput benchmark's detector row times a real training step (channels-last, as detection.py trains):
+    the weights move and every step runs on the same scenes."""
+    throughput = _import_benchmark("throughput")
+    images = torch.rand(2, 3, 64, 96)
+    boxes = [torch.tensor([[10.0, 20, 50, 32]]), torch.tensor([[40.0, 8, 90, 20], [4.0, 40, 30, 50]])]
+    step = throughput._detector_step(images, boxes, bf16=False)
+    model = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, nn.Module))
+    conv = model.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    before = conv.detach().clone()
+    step()
+    step()
+    assert step.bf16 is False and not torch.equal(before, conv.detach())
+    assert torch.isfinite(conv).all()
+
+
 # ---- benchmarks/shipped_frames.py -------------------------------------------------------------------
 
 def test_shipped_frames_writes_training_frames_halved_to_out_and_leaves_the_package_alone(tmp_path: Path) -> None:
