@@ -335,7 +335,7 @@ def _detector_step(images: torch.Tensor, boxes: list[torch.Tensor], bf16: bool):
         loss.backward()
         opt.step()
 
-    step.bf16 = bf16
+    step.bf16, step.model = bf16, model
     return step
 
 

@@ -552,8 +552,7 @@ def test_throughput_detector_step_trains_the_detector_on_the_scenes() -> None:
     images = torch.rand(2, 3, 64, 96)
     boxes = [torch.tensor([[10.0, 20, 50, 32]]), torch.tensor([[40.0, 8, 90, 20], [4.0, 40, 30, 50]])]
     step = throughput._detector_step(images, boxes, bf16=False)
-    model = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, nn.Module))
-    conv = model.stem[0].weight
+    conv = step.model.stem[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     before = conv.detach().clone()
     step()
