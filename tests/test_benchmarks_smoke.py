@@ -398,6 +398,7 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     result = json.loads(out.read_text())
     assert result["settings"]["mix_share"] == 0.4
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (0.54, True)  # TTFNet's targets
+    assert result["settings"]["flip_test"] is True  # by default
     assert {r["seeds"] for r in result["rows"]} == {2}
     import numpy as np
 
@@ -435,6 +436,34 @@ def test_detection_two_workers_run_every_job_once_and_match_one(tmp_path: Path) 
     assert [r["source"] for r in rows["2"] if r["test_source"] == "all"] == ["replace", "real", "real@10%",
                                                                              "real+stream@10%"]
     assert rows["2"] == rows["1"]
+
+
+@pytest.mark.parametrize("scale", [(0.6, 1.6), (0.3, 0.45)])  # the benchmark's range; shrinking (filtered first)
+def test_detection_crops_keep_their_plate_under_its_box(detection, scale) -> None:
+    """sample_batch: every box it returns covers white plate pixels only (a plate cut by the crop's edge keeps
+    its visible part), and a whole plate's box is its outline at the crop's scale, black round it."""
+    img = torch.zeros(3, 200, 300, dtype=torch.uint8)
+    img[:, 80:110, 100:180] = 255  # the plate: 80 x 30 px
+    photos = detection.Photos([img], [torch.tensor([[100.0, 80, 180, 110]])])
+    s = detection.Settings(crop=96, scale=scale, p_around_plate=1.0)
+    crops, boxes = detection.sample_batch(photos, 32, s, torch.Generator().manual_seed(3))
+    assert crops.shape == (32, 3, 96, 96) and 0 <= float(crops.min()) and float(crops.max()) <= 1
+    whole = found = 0
+    for crop, b in zip(crops, boxes):
+        assert len(b) <= 1
+        if not len(b):
+            continue
+        found += 1
+        x0, y0, x1, y1 = (int(round(float(v))) for v in b[0])
+        assert crop[:, y0 + 1: y1 - 1, x0 + 1: x1 - 1].mean() > 0.6, b
+        if not (x0 > 2 and y0 > 2 and x1 < 94 and y1 < 94):
+            continue  # cut by the crop's edge
+        whole += 1
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(80 / 30, rel=0.15)
+        assert scale[0] - 0.05 <= (x1 - x0) / 80 <= scale[1] + 0.05
+        ring = torch.cat([crop[:, y0 - 2, x0:x1].flatten(), crop[:, y1 + 1, x0:x1].flatten()]).mean()
+        assert ring < 0.3, (b, float(ring))
+    assert found >= 24 and whole >= 5
 
 
 @pytest.mark.parametrize("schedule", ["constant", "decay"])
@@ -496,7 +525,7 @@ def test_detection_two_scale_test_takes_wide_boxes_from_the_half_size_pass(detec
             size[:, 0, 5, 8], size[:, 1, 5, 8] = np.log(96), np.log(16)
             return heat, size, torch.zeros(B, 2, H // 4, W // 4)
 
-    s = detection.Settings(bf16=False, coarse_from=64)
+    s = detection.Settings(bf16=False, coarse_from=64, flip_test=False)  # the passes alone
     boxes, scores = detection.detect_two_scale(Fixed(), photos, s)[0]
     widths = sorted({round(float(w)) for w, sc in zip(boxes[:, 2] - boxes[:, 0], scores) if sc > 0.5})
     # full-size pass: 32 and 96 px at the stored size = 64 and 192 original px; the half-size pass: 128 and 384
@@ -506,16 +535,44 @@ def test_detection_two_scale_test_takes_wide_boxes_from_the_half_size_pass(detec
     assert sorted({round(float(w)) for w, sc in zip(one[0][:, 2] - one[0][:, 0], one[1]) if sc > 0.5}) == [64, 192]
 
 
+def test_detection_flip_test_averages_the_mirrored_outputs(detection) -> None:
+    """detect(flip=True): a detector that always answers one peak gives, merged with its answer on the mirror
+    image flipped back, two peaks of half the probability at mirrored centres; without flip, the one peak."""
+    import numpy as np
+
+    photos = detection.Photos([torch.zeros(3, 64, 128, dtype=torch.uint8)], [torch.zeros(0, 4)], [1], ["web"], [1.0])
+
+    class Fixed(nn.Module):  # one peak at cell (row 4, column 5) of a 16 x 32 output, a 32 x 8 px box
+        def forward(self, x: torch.Tensor):
+            B, _, H, W = x.shape
+            heat = torch.full((B, 1, H // 4, W // 4), -9.0)
+            heat[:, 0, 4, 5] = 3.0
+            size = torch.zeros(B, 2, H // 4, W // 4)
+            size[:, 0], size[:, 1] = np.log(32), np.log(8)
+            return heat, size, torch.full((B, 2, H // 4, W // 4), 0.5)
+
+    boxes, scores = detection.detect(Fixed(), photos, bf16=False)[0]
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-3.0)), abs=1e-5) and scores[1] < 1e-3
+    assert boxes[0].tolist() == pytest.approx([6.0, 14.0, 38.0, 22.0])  # centre (5.5, 4.5) cells x 4 px
+    boxes, scores = detection.detect(Fixed(), photos, bf16=False, flip=True)[0]
+    half = (1 / (1 + np.exp(-3.0)) + 1 / (1 + np.exp(9.0))) / 2
+    assert scores[:2].tolist() == pytest.approx([half, half], abs=1e-5) and scores[2] < 1e-3
+    centres = sorted(float(b[0] + b[2]) / 2 for b in boxes[:2])
+    assert centres == pytest.approx([22.0, 106.0])  # columns 5 and 31 - 5 = 26, each + the offset 0.5, x 4 px
+    assert (boxes[:2, 2] - boxes[:2, 0]).tolist() == pytest.approx([32.0, 32.0])  # the sizes agree: kept
+
+
 def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
     out = tmp_path / "det.json"
     proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
-                      "--heat-spread", "0", "--no-dense", "--coarse-from", "48")  # CenterNet's targets, two passes
+                      "--heat-spread", "0", "--no-dense", "--coarse-from", "48", "--no-flip-test")
+    # CenterNet's targets, two passes, no flip test
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (None, False)
-    assert result["settings"]["coarse_from"] == 48
+    assert result["settings"]["coarse_from"] == 48 and result["settings"]["flip_test"] is False
     rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),

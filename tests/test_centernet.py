@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plateaug.models.centernet import STRIDE, PlateDetector, decode, detection_loss, encode_targets
+from plateaug.models.centernet import STRIDE, PlateDetector, decode, detection_loss, encode_targets, flip_merge
 
 BOXES = [torch.tensor([[10.0, 20.0, 90.0, 40.0], [100.0, 60.0, 140.0, 72.0]]), torch.zeros(0, 4)]
 SIZE = (96, 160)  # (H, W) input pixels
@@ -74,3 +74,25 @@ def test_loss_is_the_mean_l1_at_the_centres_and_nothing_for_perfect_regression()
     h, s, o = outputs_from(dense, SIZE)
     _, shifted = detection_loss((h, s + 0.5, o), dense)  # every sample off by 0.5: the weighted mean is 0.5
     assert shifted["size"] == pytest.approx(0.5, rel=1e-5)
+
+
+def test_flip_merge_of_a_mirrored_pair_decodes_to_the_same_boxes():
+    """Outputs on an image and the exact mirror of them (what a mirror-symmetric detector gives on the
+    mirrored image) merge into the first's boxes; a peak in only one of the two halves its probability."""
+    targets = encode_targets(BOXES, SIZE, 0.54, True)
+    heat, size, offset = outputs_from(targets, SIZE)
+    merged = flip_merge((heat, size, offset), (heat.flip(-1), size.flip(-1), offset.flip(-1)))
+    (boxes, scores), _ = decode(*merged, k=5)
+    found = boxes[scores > 0.5]
+    torch.testing.assert_close(found[found[:, 0].argsort()], BOXES[0], atol=1e-3, rtol=0)
+    half = flip_merge((heat, size, offset), (torch.full_like(heat, -9.0), size.flip(-1), offset))
+    peak = heat.eq(9.0)
+    expected = (torch.sigmoid(torch.tensor(9.0)) + torch.sigmoid(torch.tensor(-9.0))) / 2
+    torch.testing.assert_close(half[0][peak].sigmoid(), expected.expand(int(peak.sum())), atol=1e-5, rtol=0)
+
+
+def test_flip_merge_refuses_outputs_of_different_shapes():
+    a = (torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8))
+    b = (torch.zeros(1, 1, 8, 16), torch.zeros(1, 2, 8, 16), torch.zeros(1, 2, 8, 16))
+    with pytest.raises(ValueError, match="different shapes"):
+        flip_merge(a, b)

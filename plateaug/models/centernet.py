@@ -177,6 +177,22 @@ def decode(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, k: int 
     return [(boxes[b], scores[b]) for b in range(B)]
 
 
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # heat logits, log size, offset
+
+
+def flip_merge(outputs: Outputs, flipped: Outputs) -> Outputs:
+    """Flip test (CenterNet's): the outputs on images and on the same images mirrored left-right -> one set
+    of outputs: heat probabilities and log sizes averaged (the mirrored ones flipped back), as heat logits,
+    log size, and the unmirrored offset (a mirrored offset points the other way within its cell).
+    All (B, C, h, w); the images' width a multiple of 32, so the cells line up."""
+    heat, size, offset = outputs
+    heat_f, size_f, _ = flipped
+    if heat.shape != heat_f.shape or size.shape != size_f.shape:
+        raise ValueError(f"flip_merge: outputs of different shapes, {tuple(heat.shape)} and {tuple(heat_f.shape)}")
+    p = ((heat.float().sigmoid() + heat_f.float().flip(-1).sigmoid()) / 2).clamp(1e-6, 1 - 1e-6)
+    return torch.log(p / (1 - p)), (size.float() + size_f.float().flip(-1)) / 2, offset.float()
+
+
 def n_flops(model: nn.Module, size: tuple[int, int]) -> float:
     """Multiply-adds x 2 of one forward pass at `size` (torch's FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -187,4 +203,5 @@ def n_flops(model: nn.Module, size: tuple[int, int]) -> float:
     return float(counter.get_total_flops())
 
 
-__all__ = ["PlateDetector", "decode", "detection_loss", "encode_targets", "gaussian_radius", "n_flops"]
+__all__ = ["PlateDetector", "decode", "detection_loss", "encode_targets", "flip_merge", "gaussian_radius",
+           "n_flops"]
