@@ -3,9 +3,10 @@
 The same small detector (plateaug.models.centernet.PlateDetector: CenterNet-style heatmap + box size
 + offset at stride 4 on a residual trunk, ~0.6 M parameters; TTFNet's elliptical peaks and dense size
 samples as its targets), trained from scratch for the same steps on each source, is tested on the real
-validation photos: AP50, AP (IoU 0.50:0.95) and recall at IoU 0.5 from pycocotools (the reference COCO
-evaluator), per test source (`openalpr`, `ro_dashcam`, `openimages_lp`, any other `source` the test
-photos name) and overall (`all`), mean ± std over seeds.
+validation photos (each also mirrored, the two outputs averaged: the flip test): AP50, AP (IoU
+0.50:0.95) and recall at IoU 0.5 from pycocotools (the reference COCO evaluator), per test source
+(`openalpr`, `ro_dashcam`, `openimages_lp`, any other `source` the test photos name) and overall
+(`all`), mean ± std over seeds.
 
 Sources (each differs from its control in one thing; the same detector, steps and crop sampling):
     procedural       PlateGANStream(mode="scene", backgrounds="procedural"): plates on procedural
