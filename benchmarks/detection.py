@@ -219,19 +219,17 @@ def sample_batch(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tup
             cx, cy = float(u[k, 3]) * w, float(u[k, 4]) * h
         x0, y0 = cx - win / 2, cy - win / 2
         f = max(1, int(1 / scale))  # shrinking by 2 or more: filter first
-        # only the photo pixels the window reads (and one more each side, for the bilinear taps), as floats
+        # only the photo pixels the window reads (and one more each side, for the bilinear taps), as floats; never
+        # none: the window holds (cx, cy), a point of the photo or within 0.4 x win of a plate's centre
         xa, ya = (0, 0) if f > 1 else (max(0, math.floor(x0) - 1), max(0, math.floor(y0) - 1))
         xb, yb = (w, h) if f > 1 else (min(w, math.ceil(x0 + win) + 1), min(h, math.ceil(y0 + win) + 1))
-        if xb <= xa or yb <= ya:  # the window misses the photo: all grey
-            out[k] = 0.5
-        else:
-            src = img[None, :, ya:yb, xa:xb].float() / 255
-            src = (F.avg_pool2d(src, f, ceil_mode=True) if f > 1 else src) - 0.5
-            sw, sh, wx, wy = xb - xa, yb - ya, x0 - xa, y0 - ya
-            # the window in those pixels -> crop pixels (an affine grid; outside the photo is grey)
-            theta = torch.tensor([[win / sw, 0, (2 * wx + win) / sw - 1], [0, win / sh, (2 * wy + win) / sh - 1]])
-            grid = F.affine_grid(theta[None], (1, 3, C, C), align_corners=False)
-            out[k] = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + 0.5
+        src = img[None, :, ya:yb, xa:xb].float() / 255
+        src = (F.avg_pool2d(src, f, ceil_mode=True) if f > 1 else src) - 0.5
+        sw, sh, wx, wy = xb - xa, yb - ya, x0 - xa, y0 - ya
+        # the window in those pixels -> crop pixels (an affine grid; outside the photo is grey)
+        theta = torch.tensor([[win / sw, 0, (2 * wx + win) / sw - 1], [0, win / sh, (2 * wy + win) / sh - 1]])
+        grid = F.affine_grid(theta[None], (1, 3, C, C), align_corners=False)
+        out[k] = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + 0.5
         b = (bx - torch.tensor([x0, y0, x0, y0])) * scale
         if len(b):
             clipped = b.clamp(0, C)
