@@ -10,6 +10,7 @@ size samples at every cell of a peak, which learn faster in a short training.
     heat, size, offset = model(images)                       # images (B, 3, H, W) in [0, 1]
     loss = detection_loss(model(images), encode_targets(boxes, images.shape[-2:]))
     boxes, scores = decode(*model(images))                   # per image: (K, 4) xyxy, (K,)
+    boxes, scores = decode(*flip_merge(model(images), model(images.flip(-1))))  # the flip test
 """
 
 from __future__ import annotations
