@@ -112,8 +112,8 @@ class Settings:
     #   than half a training crop are never seen whole in training). None (one pass) by default: 96 read real AP50
     #   +0.8 at 1,000 steps, within the spread (openalpr -6.7, openimages_lp +2.9; probe 2026-12-07, 3 seeds)
     flip_test: bool = True  # test each photo also mirrored, the outputs averaged (CenterNet's flip test): real AP50
-    #   +0.9 on three 1,000-step detectors (+1.1 / +2.4 / -0.8), +0.7 on three 600-step ones (5 of 6 up; probe
-    #   2026-12-07, Xeon), for a few seconds more a detector
+    #   +0.9 on three 1,000-step detectors (+1.1 / +2.4 / -0.8), +0.7 on three 600-step weight-averaged ones (5 of
+    #   6 up; probe 2026-12-07, Xeon), for a few seconds more a detector
 
 
 QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, test_side=192, scene_size=(96, 160))
