@@ -36,6 +36,7 @@ annotations.json is a test photo instead. Photos are used at `side` px on their 
     python benchmarks/detection.py                     # every source, 3 seeds (< 45 min on 2 CPU cores)
     python benchmarks/detection.py --sources real,replace --seeds 1 --json out.json
     python benchmarks/detection.py --quick             # seconds: the CI smoke test
+    python benchmarks/detection.py --device cuda --jobs 8 --steps 3000   # detectors on the GPU, 8 at a time
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,6 +115,8 @@ class Settings:
     flip_test: bool = True  # test each photo also mirrored, the outputs averaged (CenterNet's flip test): real AP50
     #   +0.9 on three 1,000-step detectors (+1.1 / +2.4 / -0.8), +0.7 on three 600-step weight-averaged ones (5 of
     #   6 up; probe 2026-12-07, Xeon), for a few seconds more a detector
+    device: str = "cpu"  # where the detectors train and test ("cuda", "cuda:N"); the training crops, their targets and
+    #   the synthetic pools are made on the CPU either way
 
 
 QUICK = dict(steps=3, batch=2, crop=96, seeds=1, pool=4, side=192, test_side=192, scene_size=(96, 160))
@@ -254,7 +257,10 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
     name, its loss is printed at every quarter of the steps."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(DATA_SEED + seed)
-    model = PlateDetector().to(memory_format=torch.channels_last)  # oneDNN's fast layout: ~25 % less a step
+    dev = torch.device(s.device)
+    # initial weights drawn on the CPU (the same detector on every device); channels-last: oneDNN's fast layout
+    #   (~25 % less a step on the CPU), and cuDNN's for bf16 convolutions
+    model = PlateDetector().to(dev, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
     warm = max(1, s.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -269,9 +275,9 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
                 x, b = sample_batch(photos, k, s, g)
                 xs.append(x)
                 bs += b
-        x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
-        targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+        x = torch.cat(xs).to(dev).contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop) in [0, 1]
+        targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)  # on the CPU; the loss moves them
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
             out = model(x)
         loss, _ = detection_loss(out, targets)
         opt.zero_grad(set_to_none=True)
@@ -279,9 +285,9 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         sched.step()
-        seen.append(float(loss.detach()))
+        seen.append(loss.detach())  # read only when printed: no wait for the device every step
         if name and (step + 1) % max(1, s.steps // 4) == 0:
-            print(f"    {name}: step {step + 1}/{s.steps}, loss {statistics.mean(seen[-50:]):.3f}, "
+            print(f"    {name}: step {step + 1}/{s.steps}, loss {statistics.mean(map(float, seen[-50:])):.3f}, "
                   f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step", flush=True)
     return model.eval()
 
@@ -351,7 +357,9 @@ def detect_two_scale(model: PlateDetector, photos: Photos, s: Settings, coarse: 
 def detect(model: PlateDetector, photos: Photos, bf16: bool, batch: int = 8, flip: bool = False
            ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per test photo (boxes (k, 4) xyxy in its original pixels, scores (k,)), the top 100; with `flip`, the
-    outputs on the photos and on their mirror images merged (flip_merge) before decoding."""
+    outputs on the photos and on their mirror images merged (flip_merge) before decoding. Runs on the model's
+    device."""
+    dev = next(model.parameters(), torch.empty(0)).device  # a module without parameters: the CPU
     order = sorted(range(len(photos)), key=lambda i: tuple(photos.images[i].shape))
     out: list = [None] * len(photos)
     for start in range(0, len(order), batch):
@@ -363,14 +371,14 @@ def detect(model: PlateDetector, photos: Photos, bf16: bool, batch: int = 8, fli
         for k, i in enumerate(idx):
             img = photos.images[i]
             x[k, :, : img.shape[1], : img.shape[2]] = img.float() / 255
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x = x.to(dev).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(x)
             if flip:  # the padding is mirrored too: it is uniform grey, and the cells line up (W % 32 == 0)
                 outputs = flip_merge(outputs, model(x.flip(-1)))
         for k, (boxes, scores) in enumerate(decode(*outputs)):
             i = idx[k]
-            out[i] = ((boxes / photos.scale[i]).numpy(), scores.numpy())
+            out[i] = ((boxes / photos.scale[i]).cpu().numpy(), scores.cpu().numpy())
     return out
 
 
@@ -546,15 +554,6 @@ def source_job(source: str, seed: int, mix: str | None) -> dict:
             "data_s": data_s, "train_s": train_s, "time_s": time.perf_counter() - t0}
 
 
-def step_time(s: Settings, steps: int = 8) -> float:
-    """Seconds per detector training step (batch of s.batch crops) in this process."""
-    photos = Photos([torch.randint(0, 255, (3, 360, 640), dtype=torch.uint8)] * 4,
-                    [torch.tensor([[100.0, 200, 160, 216]])] * 4)
-    t = time.perf_counter()
-    train_detector([(photos, 1.0)], replace(s, steps=steps), 0)
-    return (time.perf_counter() - t) / steps
-
-
 # ---- the run ----------------------------------------------------------------------------------------
 
 def save_dets(path: Path, by_source: dict[str, dict[int, dict]]) -> None:
@@ -594,7 +593,8 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
           f"arm {len(d['low'])}); test: {holdout or 'validation split'} ({len(test)} photos, "
           + ", ".join(f"{x} {test.sources.count(x)}" for x in test_sources) + f"); {s.steps} steps of {s.batch} "
           f"crops of {s.crop} px, photos at {s.side} px, pool {s.pool} scenes per synthetic source, "
-          f"{s.seeds} seeds, {'bf16 autocast' if s.bf16 else 'fp32'}, {jobs} job(s) x {threads} thread(s)", flush=True)
+          f"{s.seeds} seeds, {'bf16 autocast' if s.bf16 else 'fp32'} on {s.device}, {jobs} job(s) x {threads} "
+          "thread(s)", flush=True)
     seeds = list(range(s.seeds))
     by_source: dict[str, dict[int, dict]] = {}
     times: dict[str, float] = {}
@@ -753,6 +753,24 @@ def default_figure(sources: list[str], quick: bool, changed: object) -> Path | N
     return FIGURE if list(sources) == list(SOURCES) and not quick and not changed else None
 
 
+def resolve_device(name: str) -> str:
+    """--device -> the torch device string the detectors use: "cpu", "cuda" / "cuda:N" where torch sees that
+    GPU, "auto" -> "cuda" where torch sees one, else "cpu". ValueError naming the problem otherwise."""
+    name = name.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: torch sees no CUDA device here (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+        if name != "cuda" and int(name[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", default=str(data_dir("real-scenes")),
@@ -780,7 +798,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mix-schedule", choices=("constant", "decay"), help="real+stream: the share constant "
                     "(default), or falling linearly from twice --mix-share to none (synthetic first, then real)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast "
-                    "(the default only where the CPU has bf16 units)")
+                    "(the default on CUDA, and on a CPU only where it has bf16 units)")
+    ap.add_argument("--device", default="cpu", help="where the detectors train and test: cpu (default), cuda, "
+                    "cuda:N, or auto (cuda where there is one); the crops and synthetic pools are made on the CPU")
     ap.add_argument("--quick", action="store_true", help="a few steps on tiny inputs: seconds (smoke test)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="detectors trained at a time")
     ap.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
@@ -808,6 +828,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
     schedule = {"mix_schedule": args.mix_schedule} if args.mix_schedule else {}
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        ap.error(str(e))
+    on_gpu = {"device": device, **({} if args.fp32 else {"bf16": True})} if device != "cpu" else {}
     if args.mix_schedule == "decay" and given.get("mix_share", Settings.mix_share) > 0.5:
         ap.error(f"--mix-schedule decay starts at twice --mix-share: it must be <= 0.5, got {given['mix_share']}")
     for k, v in given.items():
@@ -816,7 +841,8 @@ def main(argv: list[str] | None = None) -> dict:
         elif v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):
             ap.error(f"--{k.replace('_', '-')} must be > 0" + (" and a multiple of 32" if k == "crop" else "") +
                      (" and >= 64" if k == "side" else "") + f", got {v}")
-    s = Settings(**{**(QUICK if args.quick else {}), **given, **schedule, **({"bf16": False} if args.fp32 else {}),
+    s = Settings(**{**(QUICK if args.quick else {}), **given, **schedule, **on_gpu,
+                    **({"bf16": False} if args.fp32 else {}),
                  **({"dense": args.dense} if args.dense is not None else {}),
                  **({"flip_test": args.flip_test} if args.flip_test is not None else {})})
     try:
@@ -834,7 +860,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
-    figure = Path(args.figure) if args.figure else default_figure(sources, args.quick, given or schedule or base
+    figure = Path(args.figure) if args.figure else default_figure(sources, args.quick, given or schedule or on_gpu
+                                                                  or base
                                                                   or args.fp32 or args.dense is not None
                                                                   or args.mix_source or args.flip_test is not None)
     payload = run(real / "annotations.json", holdout / "annotations.json" if holdout else None, sources, s, args.jobs,

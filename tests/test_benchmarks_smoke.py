@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -399,6 +400,7 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     assert result["settings"]["mix_share"] == 0.4
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (0.54, True)  # TTFNet's targets
     assert result["settings"]["flip_test"] is True  # by default
+    assert result["settings"]["device"] == "cpu" and "on cpu, 1 job(s)" in proc.stdout  # by default
     assert {r["seeds"] for r in result["rows"]} == {2}
     import numpy as np
 
@@ -562,6 +564,46 @@ def test_detection_flip_test_averages_the_mirrored_outputs(detection) -> None:
     assert (boxes[:2, 2] - boxes[:2, 0]).tolist() == pytest.approx([32.0, 32.0])  # the sizes agree: kept
 
 
+def test_detection_device_is_resolved_or_refused_by_name(detection, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert [detection.resolve_device(x) for x in ("cpu", " CPU ", "auto")] == ["cpu", "cpu", "cpu"]
+    for bad, message in (("cuda", "--device cuda: torch sees no CUDA device"), ("cuda:0", "--device cuda:0: torch"),
+                         ("gpu", "must be cpu, cuda, cuda:N or auto, got 'gpu'"), ("cuda:x", "got 'cuda:x'")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            detection.resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [detection.resolve_device(x) for x in ("auto", "cuda", "cuda:1")] == ["cuda", "cuda", "cuda:1"]
+    with pytest.raises(ValueError, match="--device cuda:2: torch sees 2 CUDA device"):
+        detection.resolve_device("cuda:2")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_detection_trains_and_tests_on_cuda_like_on_the_cpu(detection, tmp_path: Path) -> None:
+    """A detector trained with device="cuda" lives there and detects real boxes; the CLI records the device."""
+    img = torch.full((3, 96, 160), 120, dtype=torch.uint8)
+    img[:, 40:56, 30:90] = 235
+    photos = detection.Photos([img] * 4, [torch.tensor([[30.0, 40, 90, 56]])] * 4, [1, 2, 3, 4], ["web"] * 4,
+                              [1.0] * 4)
+    s = replace(detection.Settings(**detection.QUICK), steps=30, device="cuda", bf16=True)
+    model = detection.train_detector([(photos, 1.0)], s, 0)
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    for flip in (False, True):
+        out = detection.detect(model, photos, bf16=True, flip=flip)
+        assert len(out) == 4
+        for boxes, scores in out:
+            assert boxes.shape == (100, 4) and scores.shape == (100,) and bool((scores[:-1] >= scores[1:]).all())
+            assert torch.isfinite(torch.from_numpy(boxes)).all()
+    real = _scene_fixture(tmp_path / "scenes")
+    proc = _detection("--real", str(real), "--sources", "real,replace", "--device", "cuda", "--json",
+                      str(tmp_path / "det.json"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "det.json").read_text())
+    assert (result["settings"]["device"], result["settings"]["bf16"]) == ("cuda", True)
+    assert "bf16 autocast on cuda" in proc.stdout and {r["seeds"] for r in result["rows"]} == {1}
+
+
 def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: Path) -> None:
     real = _scene_fixture(tmp_path / "scenes")
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
@@ -581,7 +623,10 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
                           (["--heat-spread", "-1"], "--heat-spread must be > 0"),
                           (["--coarse-from", "-5"], "--coarse-from must be > 0"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
-                          (["--real", str(tmp_path)], "holds no annotations.json")):
+                          (["--real", str(tmp_path)], "holds no annotations.json"),
+                          (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+                          *([(["--device", "cuda"], "--device cuda: torch sees no CUDA device here")]
+                            if not torch.cuda.is_available() else [])):
         proc = _detection("--real", str(real), *args)
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-500:])
 
