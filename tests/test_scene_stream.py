@@ -327,3 +327,74 @@ def test_recoloured_scenes_keep_their_labels(red_photos) -> None:
     b = stream(red_photos, plain(p_recolour=1.0)).make_batch(4, 2)
     assert a.texts == b.texts and torch.equal(a.corners, b.corners) and torch.equal(a.char_boxes, b.char_boxes)
     assert not torch.equal(a.images, b.images) and red_pixels(b.images) == 0
+
+
+def test_tilt_quads_turn_a_plate_to_touch_every_side_of_its_box() -> None:
+    """A box narrower than its plate's aspect gets a turned rectangle spanning it exactly, between the squeezed
+    fill (angle 0) and the undistorted plate (the full angle); boxes as flat as the plate, or p = 0, keep the box."""
+    import math
+
+    from plateaug.stream.placement import tilt_quads
+
+    boxes = torch.tensor([[10.0, 20, 110, 50], [0, 0, 100, 21.3], [5, 5, 65, 45], [0, 0, 100, 60]] * 50)
+    aspects = torch.tensor([4.7, 4.7, 2.0, 4.7] * 50)
+    quads, tilted = tilt_quads(boxes, aspects, 1.0, 30.0, torch.Generator().manual_seed(0))
+    assert quads.shape == (200, 4, 2) and tilted.shape == (200,)
+    assert not tilted[1::4].any() and tilted[0::4].all() and tilted[2::4].all() and tilted[3::4].all()
+    assert torch.allclose(quads.amin(1), boxes[:, :2], atol=1e-3) and torch.allclose(quads.amax(1), boxes[:, 2:],
+                                                                                      atol=1e-3)
+    side_w, side_h = quads[:, 1] - quads[:, 0], quads[:, 3] - quads[:, 0]
+    assert (side_w * side_h).sum(-1).abs().max() < 1e-2  # a rectangle
+    angle = torch.atan2(side_w[:, 1], side_w[:, 0]).abs()
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    r = h / w
+    full = torch.atan((r * aspects - 1) / (aspects - r)).clamp(max=math.radians(30))
+    assert (angle[tilted] <= full[tilted] + 1e-4).all() and angle[tilted].max() > 0.5 * full[tilted].max()
+    ratio = side_w.norm(dim=-1) / side_h.norm(dim=-1)
+    assert ((ratio >= w / h - 1e-3) & (ratio <= aspects + 1e-3))[tilted].all()  # squeezed less, never stretched
+    turned = torch.sign(side_w[tilted, 1])
+    assert (turned > 0).any() and (turned < 0).any()  # both ways
+    none, _ = tilt_quads(boxes, aspects, 0.0, 30.0, torch.Generator().manual_seed(0))
+    assert torch.equal(none, torch.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [2, 3]], boxes[:, [0, 3]]], 1))
+    half = tilt_quads(boxes[3::4].repeat(10, 1), aspects[3::4].repeat(10), 0.5, 30.0,
+                      torch.Generator().manual_seed(1))[1]
+    assert 0.35 < float(half.float().mean()) < 0.65
+
+
+def test_a_turned_replacing_plate_erases_the_real_one_and_is_labelled_where_drawn(tmp_path) -> None:
+    """A tall red real plate (60 x 30 px) replaced with Scene(p_tilt=1): no red pixel is left, the label's
+    corners are a turned rectangle spanning the real box, and its box is the real box."""
+    arr = np.full((180, 320, 3), 128, np.uint8)
+    arr[70:100, 130:190] = RED
+    Image.fromarray(arr).save(tmp_path / "tall.png")
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "tall.png", "width": 320, "height": 180}],
+                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [130, 70, 60, 30],
+                                                 "region": "eu_de"}],
+                                "categories": [{"id": 1, "name": "plate"}]}))
+    s = stream(path, plain(extra_plates=(0, 0), p_tilt=1.0), regions=["eu_de"])
+    batch = s.make_batch(6, 0)
+    assert red_pixels(batch.images) == 0
+    for img, t in zip(batch.images, s.targets(batch)):
+        assert torch.allclose(t["boxes"], torch.tensor([[130.0, 70, 190, 100]]), atol=1e-3)
+        c = t["corners"][0]  # (4, 2) TL, TR, BR, BL
+        assert torch.allclose(c.amin(0), torch.tensor([130.0, 70]), atol=1e-3)
+        assert torch.allclose(c.amax(0), torch.tensor([190.0, 100]), atol=1e-3)
+        assert abs(float((c[1] - c[0]) @ (c[3] - c[0]))) < 1e-2 and abs(float(c[1, 1] - c[0, 1])) > 0.5  # turned
+        assert float((img[:, 80:90, 140:180] - 128 / 255).abs().mean()) > 0.1  # a plate is drawn there
+    upright = stream(path, plain(extra_plates=(0, 0)), regions=["eu_de"])
+    for t in upright.targets(upright.make_batch(2, 0)):
+        c = t["corners"][0]
+        assert float(c[1, 1] - c[0, 1]) == 0.0  # without p_tilt the plate fills its box, upright
+    with pytest.raises(ValueError, match="p_tilt"):
+        Scene(p_tilt=1.5)
+
+
+def test_erasing_a_box_leaves_a_uniform_photo_uniform() -> None:
+    """The erasing fill blends in without a dark outline (its warped edge is not darkened by the zero padding)."""
+    from plateaug.stream.placement import erase
+
+    scenes = torch.full((1, 3, 120, 200), 0.5)
+    box, owner = torch.tensor([[60.0, 40, 150, 80]]), torch.tensor([0])
+    out = erase(scenes.clone(), box, owner, torch.Generator().manual_seed(0))
+    assert (out - 0.5).abs().max() < 0.02

@@ -38,7 +38,7 @@ from .degrade import degrade
 from .framing import Framing, frame, resolve_framing
 from .lighting import Lighting, relight_hint, resolve_lighting
 from .photos import ScenePhotos
-from .placement import box_quads, boxes_near, erase, frame_photo, place_new
+from .placement import TILT_MAX_DEG, box_quads, boxes_near, erase, frame_photo, place_new, tilt_quads
 from .recolour import recolour
 from .scene import FolderBackgrounds, augment_scenes, procedural_backgrounds
 from .scene_options import Scene, resolve_scene
@@ -418,12 +418,18 @@ class PlateGANStream(IterableDataset):
         neg = self._negatives(n, occupied, g)
         decoys = self._decoys(bg, old_boxes, old_owner, occupied, g) if opts.p_patch > 0 else None
         covers = box_quads(old_boxes, opts.cover) if replace else torch.zeros(0, 4, 2)
+        tilted = torch.zeros(len(which_old), dtype=torch.bool)
+        if replace and opts.p_tilt > 0 and len(covers):  # (no draw at 0: the default stream stays as it was)
+            grown = torch.cat([covers.amin(1), covers.amax(1)], -1)  # (M, 4) the covered boxes, xyxy
+            covers, tilted = tilt_quads(grown, aspects[which_old], opts.p_tilt, TILT_MAX_DEG, g)
+            if bool(tilted.any()):  # a turned plate leaves its box's corners open: the real plate goes first
+                bg = erase(bg, grown[tilted], old_owner[tilted], g)
         covers = torch.stack([covers[..., 0].clamp(0, W), covers[..., 1].clamp(0, H)], -1)  # inside the scene
         quads = torch.cat([covers, new_quads])
         owner = torch.cat([old_owner if replace else torch.zeros(0, dtype=torch.long), new_owner[kept]])
         which = torch.cat([which_old, which_new[kept]])
-        reference = torch.cat([torch.ones(len(which_old), dtype=torch.bool), torch.zeros(int(kept.sum()),
-                                                                                         dtype=torch.bool)])
+        # a replacing plate matches the real plate's light under it; a turned one (erased under) its surroundings'
+        reference = torch.cat([~tilted, torch.zeros(int(kept.sum()), dtype=torch.bool)])
         order = torch.sort(owner, stable=True).indices  # plates in scene order
         quads, owner, which, reference = quads[order], owner[order], which[order], reference[order]
         N = len(owner)

@@ -14,6 +14,7 @@ from .scene_prior import ScenePrior
 CANDIDATES = 8  # placements tried per new plate before it is left out
 MAX_SHARE = 0.6  # widest plate, share of the scene width
 ERASE_DILATE = 0.12  # an erased box grows by this share of its height on every side (annotation slack)
+TILT_MAX_DEG = 30.0  # Scene.p_tilt: the most a replacing plate is turned in its box
 FILL = (24, 72)  # resolution the erasing fill is computed at
 
 
@@ -71,6 +72,37 @@ def box_quads(boxes: torch.Tensor, dilate: float = 0.0) -> torch.Tensor:
     x0, y0, x1, y1 = boxes[:, 0] - d, boxes[:, 1] - d, boxes[:, 2] + d, boxes[:, 3] + d
     return torch.stack([torch.stack([x0, y0], -1), torch.stack([x1, y0], -1), torch.stack([x1, y1], -1),
                         torch.stack([x0, y1], -1)], 1)
+
+
+def tilt_quads(boxes: torch.Tensor, aspects: torch.Tensor, p: float, max_deg: float, g: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replacing plates turned in their boxes: boxes (N, 4) xyxy, aspects (N,) each plate's width / height ->
+    (quads (N, 4, 2) TL, TR, BR, BL, tilted (N,) bool). A box narrower than its plate's aspect (a real plate
+    seen turned, or from the side) gets, with probability p, a rectangle turned by a random angle up to the
+    one at which the plate fits it undistorted (at most max_deg) that touches all four sides of the box:
+    a turned plate instead of one squeezed to fill it (the rest of the squeeze stays). Every other box is
+    its own quad (the plate fills it, as without tilting). A tilted plate leaves corners of its box
+    uncovered: erase the real plate under it first."""
+    N = len(boxes)
+    quads = box_quads(boxes)
+    w, h = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3), (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+    r, a = h / w, aspects.float()  # box height / width; plate width / height
+    # the plate's corners touch the box's sides when turned by theta with tan(theta) = (r a - 1) / (a - r)
+    full = torch.atan(((r * a - 1) / (a - r).clamp(min=1e-6)).clamp(min=0)).clamp(max=math.radians(max_deg))
+    u = torch.rand(N, 3, generator=g)
+    tilted = (u[:, 0] < p) & (r * a > 1.02) & (r < a)
+    if not bool(tilted.any()):
+        return quads, tilted
+    t = torch.tan(full * u[:, 1])  # a random share of the full turn
+    sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0)
+    ratio = ((1 - r * t) / (r - t).clamp(min=1e-6)).clamp(min=1.0)  # the rectangle's width / height at that turn
+    cos, sin = torch.cos(torch.atan(t)), torch.sin(torch.atan(t))
+    length = w / (cos + sin / ratio)  # its width: the turned rectangle spans the box's width
+    c = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], -1)  # (N, 2)
+    along = torch.stack([cos, sign * sin], -1) * (length / 2)[:, None]  # half the plate's width, turned
+    up = torch.stack([-sign * sin, cos], -1) * (length / ratio / 2)[:, None]  # half its height, turned
+    turned = torch.stack([c - along - up, c + along - up, c + along + up, c - along + up], 1)
+    return torch.where(tilted[:, None, None], turned, quads), tilted
 
 
 def erase(scenes: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -36,6 +36,9 @@ class Scene:
     zoom: tuple[float, float] = (1.0, 1.5)  # photos: scale over fitting the scene (a crop cutting no plate)
     min_plate_px: float = 14.0  # narrowest new plate, scene pixels
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
+    p_tilt: float = 0.0  # photos, "replace": share of replacing plates turned in a box narrower than their aspect
+    #   (by up to the angle at which they fit it undistorted, at most 30 degrees) instead of squeezed to fill it, the
+    #   real plate erased under them: real plates in handheld photos are often turned in their boxes
     p_recolour: float = 0.0  # share of plates redrawn in two random colours (their layout kept): plates of
     #                          grounds no region has (yellow, orange, black) for a detector to learn by shape
     p_negative: float = 0.0  # share of scenes with hard negatives (signs, banners: text that is not a plate);
@@ -81,7 +84,7 @@ class Scene:
                              f"top/bottom) pair of them, got {self.box_margin}")
         if self.aspect_match is not None and not 0.05 <= self.aspect_match <= 4.0:
             raise ValueError(f"Scene.aspect_match must be None or in [0.05, 4], got {self.aspect_match}")
-        for name in ("p_recolour", "p_negative", "p_patch"):
+        for name in ("p_tilt", "p_recolour", "p_negative", "p_patch"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Scene.{name} must be in [0, 1], got {getattr(self, name)}")
 
