@@ -94,6 +94,8 @@ class Settings:
     lr: float = 3e-3
     seeds: int = 3
     pool: int = 1500  # synthetic scenes per source, drawn once and shared by the seeds
+    pool_seed: int = 0  # the pools' stream seed is DATA_SEED + this: another number draws other scenes (the seeds
+    #                     vary only the detectors, so a screen's pool is one draw; this varies that draw too)
     mix_share: float = 0.125  # real+stream: synthetic share of every batch (whole runs 2026-12-06, TTFNet targets:
     #                            an eighth -0.3 / +2.0 at 10 %, a quarter -1.4 / -0.1; CenterNet targets: 0.5 -3.4)
     mix_schedule: str = "constant"  # real+stream: "constant", or "decay": the share falls linearly from twice
@@ -489,9 +491,9 @@ def source_options(source: str, ctx: Context, low: bool = False) -> dict:
 
 
 def synthetic_pool(source: str, n: int, low: bool = False) -> Photos:
-    """n scenes of a synthetic source (stream seed DATA_SEED), kept as uint8."""
+    """n scenes of a synthetic source (stream seed DATA_SEED + Settings.pool_seed), kept as uint8."""
     ctx = _CTX
-    stream = PlateGANStream(mode="scene", seed=DATA_SEED, batch_size=min(16, n),
+    stream = PlateGANStream(mode="scene", seed=DATA_SEED + ctx.s.pool_seed, batch_size=min(16, n),
                             length=-(-n // min(16, n)), image_size=ctx.s.scene_size, **source_options(source, ctx, low))
     images, boxes = [], []
     for x, targets in stream:
@@ -785,6 +787,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "(default: the best by AP50 in this run)")
     for name in ("steps", "batch", "crop", "seeds", "pool", "side"):
         ap.add_argument(f"--{name}", type=int)
+    ap.add_argument("--pool-seed", type=int, help="draw the synthetic pools with stream seed DATA_SEED + this "
+                    "(default 0): other scenes of the same sources")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--heat-spread", type=float, help="elliptical heatmap peaks, sigma = this x box side / 6 "
                     f"(TTFNet; default {Settings.heat_spread}); 0: CenterNet's round peaks")
@@ -827,6 +831,10 @@ def main(argv: list[str] | None = None) -> dict:
     given = {k: v for k in numbers if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
+    if args.pool_seed is not None:
+        if args.pool_seed < 0:
+            ap.error(f"--pool-seed must be >= 0, got {args.pool_seed}")
+        given["pool_seed"] = args.pool_seed
     schedule = {"mix_schedule": args.mix_schedule} if args.mix_schedule else {}
     try:
         device = resolve_device(args.device)
@@ -836,6 +844,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.mix_schedule == "decay" and given.get("mix_share", Settings.mix_share) > 0.5:
         ap.error(f"--mix-schedule decay starts at twice --mix-share: it must be <= 0.5, got {given['mix_share']}")
     for k, v in given.items():
+        if k == "pool_seed":
+            continue
         if k in ("heat_spread", "coarse_from") and v == 0:
             given[k] = None  # CenterNet's round peaks; one test pass
         elif v <= 0 or (k == "crop" and v % 32) or (k == "side" and v < 64):

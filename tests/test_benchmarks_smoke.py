@@ -418,6 +418,25 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
         assert proc.returncode != 0 and f"--mix-share must be between 0 and 1, got {float(bad)}" in proc.stderr
 
 
+def test_detection_pool_seed_draws_other_scenes_and_is_checked(detection, monkeypatch, tmp_path: Path) -> None:
+    """Settings.pool_seed: the same pool seed draws the same scenes, another seed other ones; --pool-seed
+    reaches the settings and a negative one is refused."""
+    def pool(k: int) -> torch.Tensor:
+        s = detection.Settings(**{**detection.QUICK, "pool_seed": k})
+        monkeypatch.setattr(detection, "_CTX", detection.Context(tmp_path, None, s, tmp_path, {"generator": None}))
+        return torch.stack(detection.synthetic_pool("procedural", 2).images)  # (2, 3, H, W) uint8
+
+    assert torch.equal(pool(0), pool(0))
+    assert not torch.equal(pool(0), pool(3))
+    real = _scene_fixture(tmp_path / "scenes")
+    out = tmp_path / "det.json"
+    proc = _detection("--real", str(real), "--sources", "real", "--pool-seed", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert json.loads(out.read_text())["settings"]["pool_seed"] == 3
+    proc = _detection("--real", str(real), "--pool-seed", "-1")
+    assert proc.returncode != 0 and "--pool-seed must be >= 0, got -1" in proc.stderr
+
+
 def test_detection_two_workers_run_every_job_once_and_match_one(tmp_path: Path) -> None:
     """With two worker processes the jobs needing no pool run while pools are drawn, each synthetic job once
     its pool is there: every (source, seed) runs once, and the rows are those of one in-process worker."""
