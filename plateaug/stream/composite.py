@@ -144,8 +144,8 @@ def composite(scenes: torch.Tensor, plates: torch.Tensor, quads: torch.Tensor, o
         under = flat[idx].view(3, len(sel), th, tw).transpose(0, 1)  # (n, 3, th, tw) the scene there now
         if harmonise is not None:
             rgb, alpha = _harmonise(rgb, alpha, under, inside, u[sel], ref[sel], harmonise)
-        elif feather:  # a fill (placement.erase): no dark outline. Its warped edge holds its own colour (the zero
-            #   padding's share of the taps taken out), and where the softened edge reaches past it, the scene's
+        elif feather:  # a fill (placement.erase), without a dark outline: its warped edge keeps its own colour (the
+            #   zero padding's share of the taps taken out), and past that edge the colour is the scene's
             rgb = torch.where(alpha > 1e-3, rgb / alpha.clamp(min=1e-3), under)
             alpha = gaussian_blur2d(alpha, (3, 3), (0.7, 0.7), border_type="constant")
         # blend as an added change: tiles overlap only where one of them has no coverage (plates do not

@@ -93,10 +93,10 @@ def tilt_quads(boxes: torch.Tensor, aspects: torch.Tensor, p: float, max_deg: fl
     tilted = (u[:, 0] < p) & (r * a > 1.02) & (r < a)
     if not bool(tilted.any()):
         return quads, tilted
-    t = torch.tan(full * u[:, 1])  # a random share of the full turn
+    theta = full * u[:, 1]  # a random share of the full turn
+    t, cos, sin = torch.tan(theta), torch.cos(theta), torch.sin(theta)
     sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0)
     ratio = ((1 - r * t) / (r - t).clamp(min=1e-6)).clamp(min=1.0)  # the rectangle's width / height at that turn
-    cos, sin = torch.cos(torch.atan(t)), torch.sin(torch.atan(t))
     length = w / (cos + sin / ratio)  # its width: the turned rectangle spans the box's width
     c = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], -1)  # (N, 2)
     along = torch.stack([cos, sign * sin], -1) * (length / 2)[:, None]  # half the plate's width, turned

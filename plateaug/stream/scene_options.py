@@ -38,7 +38,8 @@ class Scene:
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
     p_tilt: float = 0.0  # photos, "replace": share of replacing plates turned in a box narrower than their aspect
     #   (by up to the angle at which they fit it undistorted, at most 30 degrees) instead of squeezed to fill it, the
-    #   real plate erased under them: real plates in handheld photos are often turned in their boxes
+    #   real plate erased under them: real plates in handheld photos are often turned in their boxes (screened at
+    #   0.5 and 1.0 on the detection benchmark: level)
     p_recolour: float = 0.0  # share of plates redrawn in two random colours (their layout kept): plates of
     #                          grounds no region has (yellow, orange, black) for a detector to learn by shape
     p_negative: float = 0.0  # share of scenes with hard negatives (signs, banners: text that is not a plate);
