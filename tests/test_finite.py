@@ -225,17 +225,17 @@ def test_guard_says_when_a_replay_does_not_reproduce_it(monkeypatch) -> None:
 def test_generate_exits_1_and_writes_nothing_of_a_non_finite_batch(tmp_path, monkeypatch, capsys) -> None:
     from plateaug.generate import main
 
-    real_degrade = dataset.degrade
+    real_composite = dataset.composite
 
-    def leaky(*args):
-        scenes = real_degrade(*args)
+    def leaky(*args, **kw):
+        scenes, M = real_composite(*args, **kw)
         scenes[-1, 0, 0, 0] = float("nan")
-        return scenes
+        return scenes, M
 
-    monkeypatch.setattr(dataset, "degrade", leaky)
+    monkeypatch.setattr(dataset, "composite", leaky)
     out = tmp_path / "data"
     code = main(["--n", "3", "--out", str(out), "--format", "coco", "--image-size", "96x160", "--generator", "none",
                  "--no-progress"])
     assert code == 1
-    assert "degradation stage" in capsys.readouterr().err
+    assert "scene composition stage" in capsys.readouterr().err
     assert not list(out.rglob("*.jpg"))

@@ -13,6 +13,7 @@ from PIL import Image
 
 from plateaug import PlateGANStream, Scene, ScenePrior
 from plateaug.generate import main as generate
+from plateaug.stream import dataset
 from plateaug.stream.composite import Harmonise, composite, pick_level
 from plateaug.stream.scene_prior import default_prior
 
@@ -193,11 +194,49 @@ def test_decoys_are_unlabelled_pieces_of_the_scene_never_of_a_real_plate(red_pho
 
 
 def test_same_seed_same_scenes_with_every_scene_stage_on(red_photos) -> None:
-    a = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
-    b = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5), augment="light")
+    a = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5, zoom=(1.0, 1.5), as_taken=False),
+               augment="light")
+    b = stream(red_photos, Scene(prior=default_prior(), p_negative=0.5, zoom=(1.0, 1.5), as_taken=False),
+               augment="light")
     x, y = a.make_batch(4, 9), b.make_batch(4, 9)
     assert torch.equal(x.images, y.images) and x.texts == y.texts and torch.equal(x.corners, y.corners)
     assert bool(torch.isfinite(x.images).all()) and 0 <= x.images.min() and x.images.max() <= 1
+
+
+def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> None:
+    """Scene.as_taken (the default): a photo scene is not degraded (and, without augmentation, not zoomed), so
+    away from its plates every pixel is its photo's; as_taken=False and procedural backgrounds are degraded."""
+    calls = []
+    real_degrade = dataset.degrade
+
+    def counting(*args):
+        calls.append(1)
+        return real_degrade(*args)
+
+    monkeypatch.setattr(dataset, "degrade", counting)
+    photos = [torch.from_numpy(np.array(Image.open(red_photos.parent / f"p{k}.png"))).permute(2, 0, 1).float() / 255
+              for k in range(4)]  # (3, 180, 320): the scenes' size, so framed at zoom 1 they are the scene
+
+    def photo_distance(s: PlateGANStream) -> list[float]:
+        """Per scene: the least largest difference to any photo, away from the scene's plates."""
+        batch = s.make_batch(4, 2)
+        out = []
+        for img, t in zip(batch.images, s.targets(batch)):
+            away = torch.ones(img.shape[-2:], dtype=torch.bool)
+            for x0, y0, x1, y1 in t["boxes"].round().long().tolist():
+                away[max(0, y0 - 3): y1 + 3, max(0, x0 - 3): x1 + 3] = False
+            out.append(min(float((img - p).abs()[:, away].max()) for p in photos))
+        return out
+
+    noisy = {"harmonise": None, "p_negative": 0.0, "box_margin": 0.0, "degrade": {"p_noise": 1.0, "noise": (0.05, 0.05)}}
+    assert Scene().as_taken and Scene().zoom == (1.0, 1.0)
+    assert max(photo_distance(stream(red_photos, Scene(**noisy)))) < 1e-6
+    assert not calls
+    assert min(photo_distance(stream(red_photos, Scene(**noisy, as_taken=False)))) > 0.05
+    assert len(calls) == 1
+    PlateGANStream(mode="scene", backgrounds="procedural", scene=noisy, image_size=(96, 160), generator=None,
+                   seed=1).make_batch(2, 0)
+    assert len(calls) == 2  # synthetic backgrounds are always degraded
 
 
 def test_default_scene_stream_uses_the_shipped_frames_and_labels_inside() -> None:

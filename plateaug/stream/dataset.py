@@ -386,7 +386,8 @@ class PlateGANStream(IterableDataset):
     def _scenes(self, n: int, g: torch.Generator, seed: int) -> Batch:
         """n scenes: real photos (their plates replaced, or erased and new ones placed by the prior),
         or procedural / folder backgrounds with plates placed by the prior; hard negatives; the plates
-        harmonised into their place; then augmentation and degradation of the whole scene."""
+        harmonised into their place; then augmentation and degradation of the whole scene (a photo's own
+        noise, focus and compression kept: Scene.as_taken)."""
         H, W = self.image_size
         opts = self.scene
         bg, real, real_regions = self._scene_backgrounds(n, g, seed)
@@ -464,7 +465,7 @@ class PlateGANStream(IterableDataset):
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
         cb = inside_plates(cb, corners, valid, self.image_size[1], self.image_size[0])
-        if opts.degrade is not None:
+        if opts.degrade is not None and (self.photos is None or not opts.as_taken):  # (Scene.as_taken)
             scenes = degrade(scenes, opts.degrade, g)
             self._stage("degradation", scenes)
         return Batch(scenes, texts, regions, cb, valid, corners, owner)
