@@ -141,7 +141,8 @@ def test_every_yielded_image_and_label_is_finite(seed: int, mode: str, augment: 
                                                  photo_folder: str) -> None:
     size = (48, 160) if mode == "crop" else (96, 160)
     s = PlateGANStream(regions=["eu_de", "us", "cn_green"], mode=mode, image_size=size, batch_size=6, seed=seed,
-                       generator=None, augment=augment, backgrounds=photo_folder if folder else None, length=2)
+                       generator=None, augment=augment, backgrounds=photo_folder if folder else None, length=2,
+                       scene={"as_taken": False})  # photo scenes augmented and degraded too
     for images, targets in s:
         assert images.shape == (6, 3, *size)
         assert_finite(images, targets)
@@ -171,7 +172,7 @@ class PoisonPixel(K.IntensityAugmentationBase2D):
 def test_guard_names_the_augmentation_stage_the_seed_and_the_batch() -> None:
     aug = K.AugmentationSequential(PoisonPixel(), data_keys=["input", "keypoints"])
     s = PlateGANStream(regions="eu_de", mode="scene", image_size=(96, 160), batch_size=2, seed=42, generator=None,
-                       augment=aug)
+                       augment=aug, scene={"as_taken": False})  # photos are augmented only when asked
     with pytest.raises(NonFiniteBatchError, match=r"augmentation stage.*make_batch\(2, \d+\).*batch 0 of "
                                                   r"PlateGANStream\(seed=42\) in epoch 0"):
         next(iter(s))

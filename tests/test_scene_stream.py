@@ -204,8 +204,8 @@ def test_same_seed_same_scenes_with_every_scene_stage_on(red_photos) -> None:
 
 
 def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> None:
-    """Scene.as_taken (the default): a photo scene is not degraded (and, without augmentation, not zoomed), so
-    away from its plates every pixel is its photo's; as_taken=False and procedural backgrounds are degraded."""
+    """Scene.as_taken (the default): a photo scene is neither augmented nor degraded (nor zoomed), so away from
+    its plates every pixel is its photo's; as_taken=False and procedural backgrounds get both."""
     calls = []
     real_degrade = dataset.degrade
 
@@ -228,15 +228,18 @@ def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> N
             out.append(min(float((img - p).abs()[:, away].max()) for p in photos))
         return out
 
-    noisy = {"harmonise": None, "p_negative": 0.0, "box_margin": 0.0, "degrade": {"p_noise": 1.0, "noise": (0.05, 0.05)}}
+    noisy = {"harmonise": None, "p_negative": 0.0, "box_margin": 0.0,
+             "degrade": {"p_noise": 1.0, "noise": (0.05, 0.05)}}
     assert Scene().as_taken and Scene().zoom == (1.0, 1.0)
-    assert max(photo_distance(stream(red_photos, Scene(**noisy)))) < 1e-6
+    assert max(photo_distance(stream(red_photos, Scene(**noisy), augment="light"))) < 1e-6
     assert not calls
     assert min(photo_distance(stream(red_photos, Scene(**noisy, as_taken=False)))) > 0.05
     assert len(calls) == 1
     PlateGANStream(mode="scene", backgrounds="procedural", scene=noisy, image_size=(96, 160), generator=None,
                    seed=1).make_batch(2, 0)
     assert len(calls) == 2  # synthetic backgrounds are always degraded
+    with pytest.warns(UserWarning, match="as_taken"):  # an augmentation asked for, which photos do not get
+        stream(red_photos, Scene(**noisy), augment="heavy")
 
 
 def test_default_scene_stream_uses_the_shipped_frames_and_labels_inside() -> None:

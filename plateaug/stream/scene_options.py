@@ -51,10 +51,11 @@ class Scene:
     p_patch: float = 0.0  # share of scenes with 1-2 decoys: plate-sized pieces of the scene itself pasted
     #                       elsewhere exactly as a plate is (warp, harmonisation, edge), unlabelled
     degrade: Degrade | dict | None = Degrade()  # low light, blur, noise, JPEG on the whole scene
-    as_taken: bool = True  # photos (scenes= or the shipped frames): no `degrade`, the photo keeps its own light,
-    #   focus, noise and compression and its plates take them by `harmonise`; False: degraded like procedural and
-    #   folder backgrounds, which always are (detection, Xeon 2026-12-07, 1,000 steps, one pool of scenes: `replace`
-    #   0.533 without the degradations, 0.531 unzoomed, against 0.494 with both)
+    as_taken: bool = True  # photos (scenes= or the shipped frames): no whole-scene augmentation (the stream's
+    #   `augment`) or `degrade`; the photo keeps its own view, light, focus, noise and compression and its plates
+    #   take them by `harmonise`. False: augmented and degraded like procedural and folder backgrounds, which always
+    #   are (detection, Xeon 2026-12-07, 1,000 steps: `replace` 0.555 / 0.556 on two pools of scenes as taken and
+    #   unzoomed, against 0.494 / 0.519 augmented, degraded and zoomed, and 0.550 / 0.519 augmented only)
 
     def __post_init__(self):
         if isinstance(self.prior, (str, Path)):
