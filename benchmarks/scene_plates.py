@@ -9,7 +9,7 @@ the luma of its box: `width` (px), `mean` (in [0, 1]), `std` (contrast), `grad` 
 neighbouring pixels: sharpness) and `lift` (mean minus the mean of a ring one box height wide around it).
 
     python benchmarks/scene_plates.py                       # real, replace and default, 128 scenes each
-    python benchmarks/scene_plates.py --stream-options '{"scene": {"degrade": null}}' --json out.json
+    python benchmarks/scene_plates.py --stream-options '{"scene": {"as_taken": false}}' --json out.json
 """
 
 from __future__ import annotations
