@@ -206,7 +206,8 @@ def test_scene_plates_and_characters_inside_the_image(augment):
     seen = 0
     for seed in range(6):
         stream = PlateGANStream(regions=["eu_de", "us"], mode="scene", generator=None, augment=augment, seed=seed,
-                                image_size=(H, W), batch_size=8, plates_per_scene=(1, 4))
+                                image_size=(H, W), batch_size=8, plates_per_scene=(1, 4),
+                                scene={"as_taken": False})  # the photo scenes augmented too
         images, targets = next(iter(stream))
         seen += _check_scene_targets(targets, H, W)
     assert seen >= 6 * 8
@@ -219,7 +220,7 @@ def test_scene_plates_inside_even_with_a_wild_augmentation():
                                     data_keys=["input", "keypoints"])
     H, W = 96, 160
     stream = PlateGANStream(regions="us", mode="scene", generator=None, augment=wild, seed=3,
-                            image_size=(H, W), batch_size=8, scene=Scene(extra_plates=(2, 2)))
+                            image_size=(H, W), batch_size=8, scene=Scene(extra_plates=(2, 2), as_taken=False))
     images, targets = next(iter(stream))
     assert _check_scene_targets(targets, H, W) >= 16
     assert images.shape == (8, 3, H, W)
