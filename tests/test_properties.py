@@ -224,7 +224,8 @@ def test_augmented_boxes_stay_inside_image_and_plate(spec_dir, d, seed, mode, au
     path = write(spec_dir, d)
     size = (64, 192) if mode == "crop" else (128, 192)
     stream = PlateGANStream(regions=str(path), mode=mode, image_size=size, batch_size=6, seed=seed,
-                            generator=None, augment=augment, plates_per_scene=(1, 3))
+                            generator=None, augment=augment, plates_per_scene=(1, 3),
+                            scene={"as_taken": False})  # photo scenes augmented too
     images, targets = next(iter(stream))
     H, W = size
     assert images.shape == (6, 3, H, W) and 0 <= images.min() and images.max() <= 1
