@@ -34,7 +34,7 @@ class Scene:
     aspect_match: float | None = None  # photos, "replace": a plate with no annotated region is drawn from
     #   regions weighted by how well their aspect fits its box (log-aspect spread; None: by weight alone)
     zoom: tuple[float, float] = (1.0, 1.0)  # photos: scale over fitting the scene (a crop cutting no plate);
-    #   none by default: a zoomed photo is an upsampled, softer one (Open Images photos are 640 px wide)
+    #   none by default: zooming a photo no larger than the scene (the 640-px Open Images photos) upsamples it, softer
     min_plate_px: float = 14.0  # narrowest new plate, scene pixels
     harmonise: Harmonise | dict | None = Harmonise()  # local light, colour, focus; soft edges
     p_tilt: float = 0.0  # photos, "replace": share of replacing plates turned in a box narrower than their aspect
