@@ -55,7 +55,8 @@ class Scene:
     #   `augment`) or `degrade`; the photo keeps its own view, light, focus, noise and compression and its plates
     #   take them by `harmonise`. False: augmented and degraded like procedural and folder backgrounds, which always
     #   are (detection, Xeon 2026-12-07, 1,000 steps: `replace` 0.555 / 0.556 on two pools of scenes as taken and
-    #   unzoomed, against 0.494 / 0.519 augmented, degraded and zoomed, and 0.550 / 0.519 augmented only)
+    #   unzoomed, against 0.494 / 0.519 augmented, degraded and zoomed, and 0.550 / 0.519 with only the
+    #   augmentation kept)
 
     def __post_init__(self):
         if isinstance(self.prior, (str, Path)):
