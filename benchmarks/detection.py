@@ -12,7 +12,7 @@ Sources (each differs from its control in one thing; the same detector, steps an
     procedural       PlateGANStream(mode="scene", backgrounds="procedural"): plates on procedural
                      backgrounds (the scenes before 2026-12-04, now placed by the shipped prior)
     default          PlateGANStream(mode="scene"), nothing else: the shipped MIT dashcam frames with
-                     their plates replaced and harmonised into them (the frames as taken: Scene.as_taken)
+                     their plates replaced and harmonised into them (augmented, not degraded: Scene.as_taken)
     paste            the real training photos with their plates erased, stream plates placed by a
                      ScenePrior measured on the training boxes (Scene(real_plates="erase"))
     replace          the real training photos, every annotated plate replaced by a stream plate

@@ -204,8 +204,9 @@ def test_same_seed_same_scenes_with_every_scene_stage_on(red_photos) -> None:
 
 
 def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> None:
-    """Scene.as_taken (the default): a photo scene is neither augmented nor degraded (nor zoomed), so away from
-    its plates every pixel is its photo's; as_taken=False and procedural backgrounds get both."""
+    """Scene.as_taken (default None): a scene of the user's photos is neither augmented nor degraded (nor zoomed),
+    so away from its plates every pixel is its photo's; the shipped frames are augmented, not degraded;
+    as_taken=False and procedural backgrounds get both."""
     calls = []
     real_degrade = dataset.degrade
 
@@ -230,7 +231,7 @@ def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> N
 
     noisy = {"harmonise": None, "p_negative": 0.0, "box_margin": 0.0,
              "degrade": {"p_noise": 1.0, "noise": (0.05, 0.05)}}
-    assert Scene().as_taken and Scene().zoom == (1.0, 1.0)
+    assert Scene().as_taken is None and Scene().zoom == (1.0, 1.0)
     assert max(photo_distance(stream(red_photos, Scene(**noisy), augment="light"))) < 1e-6
     assert not calls
     assert min(photo_distance(stream(red_photos, Scene(**noisy, as_taken=False)))) > 0.05
@@ -240,6 +241,17 @@ def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> N
     assert len(calls) == 2  # synthetic backgrounds are always degraded
     with pytest.warns(UserWarning, match="as_taken"):  # an augmentation asked for, which photos do not get
         stream(red_photos, Scene(**noisy), augment="heavy")
+    # the shipped frames (no scenes=) are augmented by default but never degraded; True takes them as they are
+    monkeypatch.setattr(dataset, "SHIPPED_FRAMES", red_photos)
+    shipped = {"regions": ["eu_de"], "mode": "scene", "image_size": (180, 320), "generator": None, "seed": 3}
+    calls.clear()
+    assert Scene().photo_look(shipped=True) == (True, False) and Scene().photo_look(shipped=False) == (False, False)
+    assert max(photo_distance(PlateGANStream(scene=Scene(**noisy), augment="none", **shipped))) < 1e-6
+    assert min(photo_distance(PlateGANStream(scene=Scene(**noisy), augment="heavy", **shipped))) > 0.05
+    assert not calls  # not degraded
+    assert max(photo_distance(PlateGANStream(scene=Scene(**noisy, as_taken=True), augment="light", **shipped))) < 1e-6
+    with pytest.raises(TypeError, match="as_taken"):
+        Scene(as_taken="yes")
 
 
 def test_default_scene_stream_uses_the_shipped_frames_and_labels_inside() -> None:

@@ -187,9 +187,13 @@ class PlateGANStream(IterableDataset):
             self.photos = ScenePhotos(scenes if scenes is not None else SHIPPED_FRAMES)
         elif scenes is not None:
             raise ValueError("scenes= (annotated photos) is for mode='scene'")
-        if self.photos is not None and self.scene.as_taken and augment not in (None, "none", "light"):
-            warnings.warn("augment= is not applied to photo scenes taken as they are (Scene.as_taken, the default); "
-                          "pass scene={'as_taken': False} to augment (and degrade) them", stacklevel=2)
+        # (augment, degrade) for the whole scene: photos as Scene.as_taken says, other backgrounds always both
+        self._scene_look = (True, self.scene.degrade is not None) if self.photos is None else \
+            self.scene.photo_look(shipped=scenes is None)
+        if self.photos is not None and not self._scene_look[0] and augment not in (None, "none", "light"):
+            warnings.warn("augment= is not applied to photo scenes taken as they are (Scene.as_taken; the default "
+                          "for your scenes=); pass scene={'as_taken': False} to augment (and degrade) them",
+                          stacklevel=2)
         self.prior = self.scene.prior or default_prior()
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
         self._index = {ch: i + 1 for i, ch in enumerate(self.charset)}
@@ -390,8 +394,8 @@ class PlateGANStream(IterableDataset):
     def _scenes(self, n: int, g: torch.Generator, seed: int) -> Batch:
         """n scenes: real photos (their plates replaced, or erased and new ones placed by the prior),
         or procedural / folder backgrounds with plates placed by the prior; hard negatives; the plates
-        harmonised into their place; then augmentation and degradation of the whole scene (not of a photo
-        taken as it is: Scene.as_taken)."""
+        harmonised into their place; then augmentation and degradation of the whole scene (as Scene.as_taken
+        says for photos)."""
         H, W = self.image_size
         opts = self.scene
         bg, real, real_regions = self._scene_backgrounds(n, g, seed)
@@ -463,14 +467,14 @@ class PlateGANStream(IterableDataset):
         packed_corners = corners.new_zeros(n, K, 4, 2)
         packed_corners[owner, k] = corners
         # (re-augmenting a scene whose plates the augmentation moved off the image: plates stay whole)
-        as_taken = self.photos is not None and opts.as_taken  # a photo keeps its own look (Scene.as_taken)
-        scenes, pcb, pcorners = augment_scenes(None if as_taken else self.augment, scenes, packed_cb.view(n, K * S, 4),
+        augment, degraded = self._scene_look  # a photo may keep its own look (Scene.as_taken)
+        scenes, pcb, pcorners = augment_scenes(self.augment if augment else None, scenes, packed_cb.view(n, K * S, 4),
                                                packed_corners.view(n, K * 4, 2), packed_valid.view(n, K * S), seed)
         self._stage("augmentation", scenes, pcb, pcorners)
         cb = pcb.view(n, K, S, 4)[owner, k]
         corners = pcorners.view(n, K, 4, 2)[owner, k]
         cb = inside_plates(cb, corners, valid, self.image_size[1], self.image_size[0])
-        if opts.degrade is not None and not as_taken:
+        if degraded:
             scenes = degrade(scenes, opts.degrade, g)
             self._stage("degradation", scenes)
         return Batch(scenes, texts, regions, cb, valid, corners, owner)

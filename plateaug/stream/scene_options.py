@@ -51,12 +51,14 @@ class Scene:
     p_patch: float = 0.0  # share of scenes with 1-2 decoys: plate-sized pieces of the scene itself pasted
     #                       elsewhere exactly as a plate is (warp, harmonisation, edge), unlabelled
     degrade: Degrade | dict | None = Degrade()  # low light, blur, noise, JPEG on the whole scene
-    as_taken: bool = True  # photos (scenes= or the shipped frames): no whole-scene augmentation (the stream's
-    #   `augment`) or `degrade`; the photo keeps its own view, light, focus, noise and compression and its plates
-    #   take them by `harmonise`. False: augmented and degraded like procedural and folder backgrounds, which always
-    #   are (detection, Xeon 2026-12-07, 1,000 steps: `replace` 0.555 / 0.556 on two pools of scenes as taken and
-    #   unzoomed, against 0.494 / 0.519 augmented, degraded and zoomed, and 0.550 / 0.519 with only the
-    #   augmentation kept)
+    as_taken: bool | None = None  # photos only: True, no whole-scene augmentation (the stream's `augment`) or
+    #   `degrade`: the photo keeps its own view, light, focus, noise and compression and its plates take them by
+    #   `harmonise`; False, augmented and degraded like procedural and folder backgrounds (which always are);
+    #   None (default): the user's photos (scenes=) taken as they are, the shipped frames (96 frames of one dashcam)
+    #   augmented but not degraded. Detection, Xeon 2026-12-07, 1,000 steps: `replace` on the user's photos 0.555 /
+    #   0.556 on two pools as taken (and unzoomed), 0.494 / 0.519 augmented, degraded and zoomed, 0.550 / 0.519
+    #   with only the augmentation kept; `default` (the shipped frames) 0.411 / 0.419 as taken, 0.443 / 0.445 with
+    #   the augmentation kept
 
     def __post_init__(self):
         if isinstance(self.prior, (str, Path)):
@@ -71,6 +73,8 @@ class Scene:
             elif v is not None and not isinstance(v, cls):
                 raise TypeError(f"Scene.{name} must be a plateaug.{cls.__name__}, a dict of its fields or None, "
                                 f"got {v!r}")
+        if self.as_taken not in (None, True, False):
+            raise TypeError(f"Scene.as_taken must be True, False or None, got {self.as_taken!r}")
         if self.real_plates not in REAL_PLATES:
             raise ValueError(f"Scene.real_plates must be one of {REAL_PLATES}, got {self.real_plates!r}")
         for name, top in (("extra_plates", MAX_PLATES), ("negatives", MAX_PLATES)):
@@ -95,6 +99,12 @@ class Scene:
         for name in ("p_tilt", "p_recolour", "p_negative", "p_patch"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Scene.{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def photo_look(self, shipped: bool) -> tuple[bool, bool]:
+        """(augment, degrade): whether a photo scene gets the stream's whole-scene augmentation and `degrade`
+        (Scene.as_taken); `shipped`: the photos are the shipped frames, not the user's scenes=."""
+        augment = self.as_taken is False or (self.as_taken is None and shipped)
+        return augment, self.as_taken is False and self.degrade is not None
 
 
 SCENES: dict[str, Scene] = {
