@@ -45,7 +45,7 @@ CONTENT_SETTINGS = {"count": "--count", "format": "--format", "mode": "--mode", 
                     "generator_sha256": "--generator", "scenes": "--scenes", "backgrounds": "--backgrounds",
                     "augment": "--augment", "image_size": "--image-size", "seed": "--seed",
                     "batch_size": "--batch-size", "image_format": "--image-format", "device": "--device (type)",
-                    "box_margin": "--box-margin"}
+                    "box_margin": "--box-margin", "as_taken": "--as-taken"}
 
 
 def _size(s: str) -> tuple[int, int]:
@@ -105,6 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="scene mode: every plate's box label grown by this share of its height per side, or MX,MY "
                          "for left/right and top/bottom (default 0.15, Scene.box_margin: the margin annotators leave "
                          "round a plate; 0: the plate's exact extent; corners and character boxes stay exact)")
+    ap.add_argument("--as-taken", choices=("yes", "no"), default=None,
+                    help="scene mode, photos: yes, no whole-scene augmentation or degradation (the photo's own look); "
+                         "no, augmented (--augment) and degraded like procedural scenes (default, Scene.as_taken: "
+                         "your --scenes as taken, the shipped frames augmented but not degraded)")
     ap.add_argument("--image-size", type=_size, help="HxW (default 64x256 crops, 384x640 scenes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64, help="images generated per batch (fixes the seeding)")
@@ -135,6 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--scenes and --backgrounds are for --mode scene")
     if args.box_margin is not None and args.mode != "scene":
         ap.error("--box-margin is for --mode scene (a crop's corners and character boxes are its labels)")
+    if args.as_taken is not None and (args.mode != "scene" or args.backgrounds):
+        ap.error("--as-taken is for --mode scene on photos (--scenes or the shipped frames, not --backgrounds)")
     return args
 
 
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     stream = PlateGANStream(regions=regions, mode=args.mode, image_size=args.image_size, device=args.device,
                             seed=args.seed, generator=None if args.generator == "none" else args.generator,
                             augment=args.augment, scenes=args.scenes, backgrounds=args.backgrounds,
-                            scene=None if args.box_margin is None else Scene(box_margin=args.box_margin))
+                            scene=_scene(args))
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         probe = args.out / f".write-probe-{os.getpid()}"
@@ -214,6 +220,13 @@ def _write(args: argparse.Namespace, stream: PlateGANStream, tag: str) -> int:
     return 0
 
 
+def _scene(args: argparse.Namespace) -> Scene | None:
+    """The Scene that --box-margin and --as-taken ask for (None: the stream's default)."""
+    fields = {**({} if args.box_margin is None else {"box_margin": args.box_margin}),
+              **({} if args.as_taken is None else {"as_taken": args.as_taken == "yes"})}
+    return Scene(**fields) if fields else None
+
+
 def _settings(args: argparse.Namespace, stream: PlateGANStream) -> dict:
     """What settings.json records: every setting that shapes the content (see CONTENT_SETTINGS),
     resolved (default image size and regions, model file by its sha256), plus the version."""
@@ -230,7 +243,8 @@ def _settings(args: argparse.Namespace, stream: PlateGANStream) -> dict:
             else str(Path(args.backgrounds).resolve()),
             "batch_size": args.batch_size, "image_format": args.image_format,
             "device": torch.device(args.device).type, "plateaug_version": __version__,
-            **({"box_margin": list(m) if isinstance(m := stream.scene.box_margin, tuple) else m}
+            **({"box_margin": list(m) if isinstance(m := stream.scene.box_margin, tuple) else m,
+                "as_taken": stream.scene.as_taken}
                if args.mode == "scene" else {})}  # a crop has no box margin: nothing to compare
 
 

@@ -75,6 +75,24 @@ def test_box_margin_grows_the_plate_boxes_only(tmp_path):
                         *FAST]))
 
 
+
+def test_as_taken_switches_the_shipped_frames_augmentation(tmp_path):
+    """--as-taken yes takes the shipped frames as they are (by default they get --augment): other pixels from
+    the same seed; recorded in settings.json, so a rerun into the folder with another choice is refused."""
+    common = ["--n", "4", "--format", "yolo", "--image-size", "128x192", "--augment", "heavy", *FAST]
+    assert main(["--out", str(tmp_path / "default"), *common]) == 0
+    with pytest.warns(UserWarning, match="taken as they are"):  # --augment asked for, not applied
+        assert main(["--out", str(tmp_path / "yes"), "--as-taken", "yes", *common]) == 0
+    default, yes = (_files(tmp_path / name / "images") for name in ("default", "yes"))
+    assert default.keys() == yes.keys() and len(default) == 4
+    assert all(default[k] != yes[k] for k in default)
+    settings = json.loads((tmp_path / "yes" / "settings.json").read_text(encoding="utf-8"))
+    assert settings["as_taken"] is True
+    assert json.loads((tmp_path / "default" / "settings.json").read_text(encoding="utf-8"))["as_taken"] is None
+    with pytest.raises(ValueError, match="--as-taken: was"):
+        run(parse_args(["--out", str(tmp_path / "yes"), *common]))
+
+
 def test_yolo_labels_normalised(tmp_path):
     out = tmp_path / "yolo"
     assert main(["--n", "5", "--out", str(out), "--format", "yolo", "--mode", "crop", *FAST]) == 0
@@ -144,6 +162,9 @@ def test_torchrun_env_picks_the_shard(tmp_path, monkeypatch):
     (["--n", "3", "--box-margin", "0.7"], "shares of the plate height in [0, 0.5]"),
     (["--n", "3", "--box-margin", "wide"], "expected M or MX,MY"),
     (["--n", "3", "--box-margin", "0.1", "--mode", "crop"], "--box-margin is for --mode scene"),
+    (["--n", "3", "--as-taken", "no", "--mode", "crop"], "--as-taken is for --mode scene on photos"),
+    (["--n", "3", "--as-taken", "no", "--backgrounds", "procedural"], "--as-taken is for --mode scene on photos"),
+    (["--n", "3", "--as-taken", "maybe"], "invalid choice"),
 ])
 def test_bad_arguments(tmp_path, capsys, argv, match):
     try:

@@ -191,8 +191,9 @@ class PlateGANStream(IterableDataset):
         self._scene_look = (True, self.scene.degrade is not None) if self.photos is None else \
             self.scene.photo_look(shipped=scenes is None)
         if self.photos is not None and not self._scene_look[0] and augment not in (None, "none", "light"):
-            warnings.warn("augment= is not applied to photo scenes taken as they are (Scene.as_taken; the default "
-                          "for your scenes=); pass scene={'as_taken': False} to augment (and degrade) them",
+            warnings.warn("augment= is not applied to these photo scenes: they are taken as they are (Scene.as_taken, "
+                          "by default for scenes=); pass scene={'as_taken': False} (generate: --as-taken no) to "
+                          "augment (and degrade) them",
                           stacklevel=2)
         self.prior = self.scene.prior or default_prior()
         self.charset = "".join(sorted({ch for s in self.specs for ch in s.charset}))
