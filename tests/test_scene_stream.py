@@ -250,8 +250,9 @@ def test_photos_are_taken_as_they_are_unless_asked(red_photos, monkeypatch) -> N
     assert min(photo_distance(PlateGANStream(scene=Scene(**noisy), augment="heavy", **shipped))) > 0.05
     assert not calls  # not degraded
     assert max(photo_distance(PlateGANStream(scene=Scene(**noisy, as_taken=True), augment="light", **shipped))) < 1e-6
-    with pytest.raises(TypeError, match="as_taken"):
-        Scene(as_taken="yes")
+    for bad in ("yes", 0):
+        with pytest.raises(TypeError, match="as_taken"):
+            Scene(as_taken=bad)
 
 
 def test_default_scene_stream_uses_the_shipped_frames_and_labels_inside() -> None:

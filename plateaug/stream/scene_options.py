@@ -73,7 +73,7 @@ class Scene:
             elif v is not None and not isinstance(v, cls):
                 raise TypeError(f"Scene.{name} must be a plateaug.{cls.__name__}, a dict of its fields or None, "
                                 f"got {v!r}")
-        if self.as_taken not in (None, True, False):
+        if self.as_taken is not None and not isinstance(self.as_taken, bool):  # (0 and 1 are not flags here)
             raise TypeError(f"Scene.as_taken must be True, False or None, got {self.as_taken!r}")
         if self.real_plates not in REAL_PLATES:
             raise ValueError(f"Scene.real_plates must be one of {REAL_PLATES}, got {self.real_plates!r}")
