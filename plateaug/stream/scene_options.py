@@ -54,7 +54,7 @@ class Scene:
     as_taken: bool | None = None  # photos only: True, no whole-scene augmentation (the stream's `augment`) or
     #   `degrade`: the photo keeps its own view, light, focus, noise and compression and its plates take them by
     #   `harmonise`; False, augmented and degraded like procedural and folder backgrounds (which always are);
-    #   None (default): the user's photos (scenes=) taken as they are, the shipped frames (96 frames of one dashcam)
+    #   None (default): the user's photos (scenes=) taken as they are, the shipped frames (96 frames of one dashcam set)
     #   augmented but not degraded. Detection, Xeon 2026-12-07, 1,000 steps: `replace` on the user's photos 0.555 /
     #   0.556 on two pools as taken (and unzoomed), 0.494 / 0.519 augmented, degraded and zoomed, 0.550 / 0.519
     #   with only the augmentation kept; `default` (the shipped frames) 0.411 / 0.419 as taken, 0.443 / 0.445 with
