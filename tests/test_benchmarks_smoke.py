@@ -399,7 +399,7 @@ def test_detection_seeds_share_one_pool_and_mix_share_is_checked(tmp_path: Path)
     result = json.loads(out.read_text())
     assert result["settings"]["mix_share"] == 0.4
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (0.54, True)  # TTFNet's targets
-    assert result["settings"]["flip_test"] is True  # by default
+    assert result["settings"]["flip_test"] is True and result["settings"]["p_mosaic"] == 0.5  # by default
     assert result["settings"]["device"] == "cpu" and "on cpu, 1 job(s)" in proc.stdout  # by default
     assert {r["seeds"] for r in result["rows"]} == {2}
     import numpy as np
@@ -466,7 +466,7 @@ def test_detection_crops_keep_their_plate_under_its_box(detection, scale) -> Non
     img = torch.zeros(3, 200, 300, dtype=torch.uint8)
     img[:, 80:110, 100:180] = 255  # the plate: 80 x 30 px
     photos = detection.Photos([img], [torch.tensor([[100.0, 80, 180, 110]])])
-    s = detection.Settings(crop=96, scale=scale, p_around_plate=1.0)
+    s = detection.Settings(crop=96, scale=scale, p_around_plate=1.0, p_mosaic=0.0)  # plain crops
     crops, boxes = detection.sample_batch(photos, 32, s, torch.Generator().manual_seed(3))
     assert crops.shape == (32, 3, 96, 96) and 0 <= float(crops.min()) and float(crops.max()) <= 1
     whole = found = 0
@@ -485,6 +485,30 @@ def test_detection_crops_keep_their_plate_under_its_box(detection, scale) -> Non
         ring = torch.cat([crop[:, y0 - 2, x0:x1].flatten(), crop[:, y1 + 1, x0:x1].flatten()]).mean()
         assert ring < 0.3, (b, float(ring))
     assert found >= 24 and whole >= 5
+
+
+def test_detection_mosaic_crops_tile_four_crops_with_their_boxes(detection) -> None:
+    """sample_batch with p_mosaic: that share of crops are 2x2 tiles of half-side crops, every box over plate
+    pixels of its own tile; p_mosaic 0 draws exactly the plain crops (the benchmark's rows unchanged)."""
+    img = torch.zeros(3, 200, 300, dtype=torch.uint8)
+    img[:, 80:110, 100:180] = 255  # the plate: 80 x 30 px
+    photos = detection.Photos([img], [torch.tensor([[100.0, 80, 180, 110]])])
+    s = detection.Settings(crop=96, scale=(0.3, 0.45), p_around_plate=1.0, p_mosaic=1.0)
+    crops, boxes = detection.sample_batch(photos, 12, s, torch.Generator().manual_seed(5))
+    assert crops.shape == (12, 3, 96, 96)
+    for crop, b in zip(crops, boxes):
+        tiles = {(int(float(x0) >= 48), int(float(y0) >= 48)) for x0, y0, _, _ in b}
+        assert len(tiles) >= 3 and len(b) <= 4, b  # a plate near each tile's centre (one may be cut away)
+        for x0, y0, x1, y1 in b.tolist():
+            assert (x0 >= 48) == (x1 > 48) and (y0 >= 48) == (y1 > 48), b  # inside one tile
+            x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
+            assert crop[:, y0 + 1: y1 - 1, x0 + 1: x1 - 1].mean() > 0.6, b
+    plain = detection.Settings(crop=96, p_mosaic=0.0)
+    a, ab = detection.sample_batch(photos, 8, plain, torch.Generator().manual_seed(1))
+    c, cb = detection._sample_crops(photos, 8, plain, torch.Generator().manual_seed(1))
+    assert torch.equal(a, c) and all(torch.equal(x, y) for x, y in zip(ab, cb))
+    half = detection.sample_batch(photos, 64, replace(s, p_mosaic=0.5), torch.Generator().manual_seed(2))[1]
+    assert 16 <= sum(len(b) > 1 for b in half) <= 48  # about half the crops are mosaics
 
 
 @pytest.mark.parametrize("schedule", ["constant", "decay"])
@@ -628,12 +652,13 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     holdout = _scene_fixture(tmp_path / "holdout", seed=1)
     out = tmp_path / "det.json"
     proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
-                      "--heat-spread", "0", "--no-dense", "--coarse-from", "48", "--no-flip-test")
-    # CenterNet's targets, two passes, no flip test
+                      "--heat-spread", "0", "--no-dense", "--coarse-from", "48", "--no-flip-test", "--mosaic", "0")
+    # CenterNet's targets, two passes, no flip test, no mosaics
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (None, False)
     assert result["settings"]["coarse_from"] == 48 and result["settings"]["flip_test"] is False
+    assert result["settings"]["p_mosaic"] == 0
     rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
@@ -641,6 +666,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
                           (["--jobs", "0"], "--jobs and --threads must be >= 1"),
                           (["--heat-spread", "-1"], "--heat-spread must be > 0"),
                           (["--coarse-from", "-5"], "--coarse-from must be > 0"),
+                          (["--mosaic", "1.5"], "--mosaic must be between 0 and 1, got 1.5"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json"),
                           (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
