@@ -20,7 +20,7 @@ Sources (each differs from its control in one thing; the same detector, steps an
     real             the real training photos and their boxes
     real+stream      real photos mixed with the best synthetic source (by AP50 `all` of this run, or
                      --mix-source): --mix-share of every batch synthetic (default an eighth), and one
-                     plate of its scenes pasted into --paste of all crops (copy-paste; default half)
+                     plate of its scenes pasted into --paste of all crops (plateaug.paste_plates; default half)
     real@10%, real+stream@10%    the same with 10 % of the real training photos (the user who has
                      labelled only a few); the stream part then replaces plates in those photos only
 Synthetic sources train on a pool of `--pool` scenes per source, drawn once per run (the stream at
@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_dir, executor, in_fresh_process, machine, missing_data, write_outputs  # noqa: E402
 from scene_split import split_images  # noqa: E402
 
-from plateaug import PlateGANStream  # noqa: E402
+from plateaug import PlateGANStream, paste_plates  # noqa: E402
 from plateaug.generator.backends import cpu_has_bf16  # noqa: E402
 from plateaug.models.centernet import PlateDetector, decode, detection_loss, encode_targets, flip_merge  # noqa: E402
 from plateaug.stream.photos import ScenePhotos  # noqa: E402
@@ -283,44 +283,6 @@ def _sample_crops(photos: Photos, n: int, s: Settings, g: torch.Generator) -> tu
     return ((out - mean) * contrast + mean + bright).clamp_(0, 1), boxes
 
 
-def paste_plates(x: torch.Tensor, boxes: list[torch.Tensor], pool: Photos, p: float, g: torch.Generator) -> None:
-    """Copy-paste (Ghiasi et al. 2021), in place: into a share p of the crops x (n, 3, C, C) in [0, 1], one plate
-    of a random pool scene, cut by its box, scaled 0.6-1.6x (at most 0.6 C wide), its brightness pulled halfway to
-    its place's, pasted at a random place where it overlaps none of the crop's boxes (else none); its box is
-    appended to boxes[k] (crop pixels). The crop's own plates stay: real plates are seen as often as without."""
-    n, _, C, _ = x.shape
-    u = torch.rand(n, 7, generator=g)
-    for k in range(n):
-        if float(u[k, 0]) >= p:
-            continue
-        j = min(len(pool) - 1, int(float(u[k, 1]) * len(pool)))
-        if not len(pool.boxes[j]):
-            continue
-        b = pool.boxes[j][min(len(pool.boxes[j]) - 1, int(float(u[k, 2]) * len(pool.boxes[j])))]
-        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
-        w, h = x1 - x0, y1 - y0
-        if w < 6 or h < 3:
-            continue
-        scale = math.exp(math.log(0.6) + float(u[k, 3]) * math.log(1.6 / 0.6))
-        tw = min(int(w * scale), int(0.6 * C))
-        th = max(2, int(tw * h / w))
-        if tw < 6 or th >= C:
-            continue
-        px, py = int(float(u[k, 4]) * (C - tw)), int(float(u[k, 5]) * (C - th))
-        new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32)
-        old = boxes[k].reshape(-1, 4)
-        if len(old):
-            ix = (torch.minimum(old[:, 2], new[:, 2]) - torch.maximum(old[:, 0], new[:, 0])).clamp(min=0)
-            iy = (torch.minimum(old[:, 3], new[:, 3]) - torch.maximum(old[:, 1], new[:, 1])).clamp(min=0)
-            if bool((ix * iy > 0).any()):
-                continue
-        patch = pool.images[j][None, :, y0:y1, x0:x1].float() / 255  # (1, 3, h, w)
-        patch = F.interpolate(patch, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[0]
-        gain = (x[k, :, py:py + th, px:px + tw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
-        x[k, :, py:py + th, px:px + tw] = (patch * gain).clamp(0, 1)
-        boxes[k] = torch.cat([old, new])
-
-
 Share = float | Callable[[float], float]  # a part's share of every batch, or its share at training progress t
 
 
@@ -351,7 +313,7 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
                 bs += b
         x = torch.cat(xs)  # (B, 3, crop, crop) in [0, 1]
         if paste_from is not None and s.paste > 0:  # (no draw at 0: the mixes stay as they were)
-            paste_plates(x, bs, paste_from, s.paste, g)
+            x, bs = paste_plates(x, bs, paste_from.images, paste_from.boxes, s.paste, generator=g)
         x = x.to(dev).contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop) in [0, 1]
         targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)  # on the CPU; the loss moves them
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):

@@ -15,6 +15,7 @@ from .renderer.text import TextBatch, encode_texts, sample_text
 from .stream.allocator import tune_malloc
 from .stream.collate import collate, ctc_targets
 from .stream.composite import Harmonise
+from .stream.copy_paste import paste_plates
 from .stream.dataset import NonFiniteBatchError, PlateGANStream
 from .stream.degrade import Degrade
 from .stream.framing import Framing
@@ -29,5 +30,6 @@ __all__ = [
     "NonFiniteBatchError", "OnnxGenerator", "Outline", "PlateBatch", "PlateGANStream", "RegionSpec",
     "RegionSpecError", "Renderer", "Scene", "ScenePhotos", "ScenePhotosError", "ScenePrior", "TextBatch",
     "TorchGenerator", "builtin_regions", "collate", "create_generator", "ctc_targets", "encode_texts", "export_onnx",
-    "generator_input", "load_region", "outline", "relight_hint", "render", "sample_text", "tune_malloc",
+    "generator_input", "load_region", "outline", "paste_plates", "relight_hint", "render", "sample_text",
+    "tune_malloc",
 ]

@@ -513,41 +513,10 @@ def test_detection_mosaic_crops_tile_four_crops_with_their_boxes(detection) -> N
     assert 16 <= sum(len(b) > 1 for b in half) <= 48  # about half the crops are mosaics
 
 
-def test_detection_paste_plates_pastes_one_pool_plate_with_its_box_where_no_plate_is(detection) -> None:
-    """paste_plates: into about the asked share of the crops one pool plate, its box over its pixels, inside the
-    crop and over none of the crop's own boxes, which stay; nothing else changes; share 0 changes nothing."""
-    pool_img = torch.full((3, 120, 200), 40, dtype=torch.uint8)
-    pool_img[:, 50:70, 60:140] = 250  # the pool's plate: 80 x 20 px
-    pool = detection.Photos([pool_img], [torch.tensor([[60.0, 50, 140, 70]])])
-    own = torch.tensor([[10.0, 10, 40, 20]])
-    x = torch.full((64, 3, 96, 96), 0.5)
-    boxes = [own.clone() for _ in range(64)]
-    before = x.clone()
-    detection.paste_plates(x, boxes, pool, 0.5, torch.Generator().manual_seed(3))
-    pasted = [k for k, b in enumerate(boxes) if len(b) == 2]
-    assert all(len(b) in (1, 2) and torch.equal(b[0], own[0]) for b in boxes)  # the own box first, unchanged
-    assert 16 <= len(pasted) <= 48  # about half (a place over the own box is left empty)
-    for k in range(64):
-        changed = (x[k] != before[k]).any(0)  # (96, 96)
-        if k not in pasted:
-            assert not changed.any()
-            continue
-        x0, y0, x1, y1 = (int(v) for v in boxes[k][1].tolist())
-        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and 0.6 * 80 * 0.6 - 1 <= x1 - x0 <= 0.6 * 96
-        assert (x1 - x0) / (y1 - y0) == pytest.approx(4, rel=0.25)  # the plate's aspect kept
-        assert not (x0 < 40 and x1 > 10 and y0 < 20 and y1 > 10)  # not over the crop's own plate
-        inside = torch.zeros(96, 96, dtype=torch.bool)
-        inside[y0:y1, x0:x1] = True
-        assert changed[inside].all() and not changed[~inside].any()
-        assert x[k][:, inside].mean() > 0.6  # the bright plate, pulled halfway to the grey place: 0.98 x 0.71
-    again = x.clone()
-    detection.paste_plates(x, boxes, pool, 0.0, torch.Generator().manual_seed(3))
-    assert torch.equal(x, again) and all(len(b) <= 2 for b in boxes)
-
-
 def test_detection_train_detector_pastes_only_when_asked(detection) -> None:
     """train_detector: paste_from with s.paste 0 trains exactly the detector without it (no draw: the rows of
-    runs without pasting are unchanged); with s.paste > 0 the crops, and so the detector, differ."""
+    runs without pasting are unchanged); with s.paste > 0 the crops (plateaug.paste_plates, tests/test_copy_paste.py),
+    and so the detector, differ."""
     s = detection.Settings(steps=2, batch=4, crop=64, bf16=False, paste=0.0)
     img = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
     photos = detection.Photos([img], [torch.tensor([[20.0, 40, 60, 52]])])

@@ -1,0 +1,88 @@
+"""Copy-paste (Ghiasi et al. 2021, "Simple Copy-Paste"): plates cut from stream scenes by their boxes, pasted into
+your own labelled images where no plate is, their boxes added. Unlike mixing whole synthetic images into a batch,
+every real image stays in it with all its plates, and gains one.
+
+    scenes, targets = next(iter(PlateGANStream(mode="scene", scenes="annotations.json", batch_size=64)))
+    images, boxes = paste_plates(images, boxes, scenes, [t["boxes"] for t in targets], share=0.5)
+
+In benchmarks/detection.py an eighth of every batch from `replace` scenes plus one of their plates pasted into half
+the crops lifted a detector trained on 84 real photos 4.3 AP50 points (2.6 with the eighth alone; README, Detection).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+MIN_WIDTH, MIN_HEIGHT = 6, 3  # px: a source box or a pasted plate narrower or lower than this is not pasted
+
+
+def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: Sequence[torch.Tensor],
+                 source_boxes: Sequence[torch.Tensor], share: float = 0.5, scale: tuple[float, float] = (0.6, 1.6),
+                 max_width: float = 0.6, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Into about `share` of `images` (B, 3, H, W) float in [0, 1] paste one plate each: a random box of a random
+    source image (3, h, w) (uint8, or float in [0, 1]; a stream scene batch or a list of them) cut out, scaled by a
+    log-uniform factor in `scale` (at most max_width x W wide, its aspect kept), its brightness pulled halfway to the
+    mean of the place it covers, at a random place where it overlaps none of the image's `boxes` (B lists of (K, 4)
+    xyxy px); where that place overlaps one, nothing is pasted. Returns new images and per-image boxes: the given
+    ones first, then the pasted plate's (float32, xyxy px). Random draws: seven per image from `generator` (CPU)."""
+    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(f"paste_plates: images must be a float (B, 3, H, W) batch, got {tuple(images.shape)} "
+                         f"{images.dtype}")
+    n, _, H, W = images.shape
+    if len(boxes) != n:
+        raise ValueError(f"paste_plates: {n} images but {len(boxes)} box lists")
+    if len(sources) != len(source_boxes) or len(sources) == 0:
+        raise ValueError(f"paste_plates: sources and source_boxes must be as many and not none, got {len(sources)} "
+                         f"and {len(source_boxes)}")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"paste_plates: share must be in [0, 1], got {share}")
+    if not 0.0 < scale[0] <= scale[1]:
+        raise ValueError(f"paste_plates: scale must be (low, high) with 0 < low <= high, got {scale}")
+    if not 0.0 < max_width <= 1.0:
+        raise ValueError(f"paste_plates: max_width must be in (0, 1], got {max_width}")
+    out = images.clone()
+    given = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+    new_boxes = list(given)
+    u = torch.rand(n, 7, generator=generator)
+    lo, hi = math.log(scale[0]), math.log(scale[1])
+    for k in range(n):
+        if float(u[k, 0]) >= share:
+            continue
+        j = min(len(sources) - 1, int(float(u[k, 1]) * len(sources)))
+        cand = torch.as_tensor(source_boxes[j], dtype=torch.float32).reshape(-1, 4)
+        if not len(cand):
+            continue
+        b = cand[min(len(cand) - 1, int(float(u[k, 2]) * len(cand)))]
+        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+        w, h = x1 - x0, y1 - y0
+        if w < MIN_WIDTH or h < MIN_HEIGHT:
+            continue
+        tw = min(int(w * math.exp(lo + (hi - lo) * float(u[k, 3]))), int(max_width * W))
+        th = max(2, int(tw * h / w))
+        if tw < MIN_WIDTH or th >= H:
+            continue
+        px, py = int(float(u[k, 4]) * (W - tw)), int(float(u[k, 5]) * (H - th))
+        new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32)
+        old = given[k]
+        if len(old):
+            ix = (torch.minimum(old[:, 2], new[:, 2]) - torch.maximum(old[:, 0], new[:, 0])).clamp(min=0)
+            iy = (torch.minimum(old[:, 3], new[:, 3]) - torch.maximum(old[:, 1], new[:, 1])).clamp(min=0)
+            if bool((ix * iy > 0).any()):
+                continue
+        src = sources[j]
+        patch = src[None, :, max(0, y0):y1, max(0, x0):x1].float()  # (1, 3, h, w)
+        if not src.is_floating_point():
+            patch = patch / 255
+        if patch.shape[-2] < 1 or patch.shape[-1] < 1:
+            continue
+        patch = F.interpolate(patch.to(out.device), size=(th, tw), mode="bilinear", align_corners=False,
+                              antialias=True)[0]
+        gain = (out[k, :, py:py + th, px:px + tw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
+        out[k, :, py:py + th, px:px + tw] = (patch * gain).clamp(0, 1)
+        new_boxes[k] = torch.cat([old, new])
+    return out, new_boxes

@@ -1,0 +1,82 @@
+"""paste_plates: stream plates pasted into your own labelled images (copy-paste), their boxes added."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plateaug import PlateGANStream, paste_plates
+
+OWN = torch.tensor([[10.0, 10, 40, 20]])  # each image's own plate box
+
+
+def _source() -> tuple[torch.Tensor, torch.Tensor]:
+    """One source scene (3, 120, 200) uint8: dark, one bright 80 x 20 px plate, and its box."""
+    img = torch.full((3, 120, 200), 40, dtype=torch.uint8)
+    img[:, 50:70, 60:140] = 250
+    return img, torch.tensor([[60.0, 50, 140, 70]])
+
+
+def test_paste_plates_pastes_one_plate_with_its_box_where_no_plate_is() -> None:
+    src, box = _source()
+    images = torch.full((64, 3, 96, 96), 0.5)
+    boxes = [OWN.clone() for _ in range(64)]
+    out, new = paste_plates(images, boxes, [src], [box], share=0.5, generator=torch.Generator().manual_seed(3))
+    # the inputs are kept
+    assert torch.equal(images, torch.full((64, 3, 96, 96), 0.5)) and all(torch.equal(b, OWN) for b in boxes)
+    assert out.shape == images.shape and len(new) == 64
+    pasted = [k for k, b in enumerate(new) if len(b) == 2]
+    assert all(len(b) in (1, 2) and torch.equal(b[0], OWN[0]) for b in new)  # the own box first, unchanged
+    assert 16 <= len(pasted) <= 48  # about half (a place over the own box is left empty)
+    for k in range(64):
+        changed = (out[k] != images[k]).any(0)  # (96, 96)
+        if k not in pasted:
+            assert not changed.any()
+            continue
+        x0, y0, x1, y1 = (int(v) for v in new[k][1].tolist())
+        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and 0.6 * 80 * 0.6 - 1 <= x1 - x0 <= 0.6 * 96
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(4, rel=0.25)  # the plate's aspect kept
+        assert not (x0 < 40 and x1 > 10 and y0 < 20 and y1 > 10)  # not over the image's own plate
+        inside = torch.zeros(96, 96, dtype=torch.bool)
+        inside[y0:y1, x0:x1] = True
+        assert changed[inside].all() and not changed[~inside].any()
+        assert out[k][:, inside].mean() > 0.6  # the bright plate, pulled halfway to the grey place: 0.98 x 0.71
+    again, _ = paste_plates(images, boxes, [src], [box], share=0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)  # the same draws, the same pastes
+    as_float, _ = paste_plates(images, boxes, [src.float() / 255], [box], share=0.5,
+                               generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(as_float, out, atol=1e-6)  # uint8 or float sources alike
+    none, same = paste_plates(images, boxes, [src], [box], share=0.0)
+    assert torch.equal(none, images) and all(torch.equal(a, b) for a, b in zip(same, boxes))
+
+
+def test_paste_plates_takes_a_stream_scene_batch() -> None:
+    """The stream's scenes and their target boxes are a source as they come."""
+    stream = PlateGANStream(mode="scene", backgrounds="procedural", batch_size=4, image_size=(96, 160), seed=1)
+    scenes, targets = next(iter(stream))
+    images = torch.zeros(8, 3, 128, 128)
+    out, boxes = paste_plates(images, [torch.zeros(0, 4)] * 8, scenes, [t["boxes"] for t in targets], share=1.0,
+                              generator=torch.Generator().manual_seed(0))
+    assert sum(len(b) for b in boxes) >= 4
+    for img, b in zip(out, boxes):
+        for x0, y0, x1, y1 in b.round().long().tolist():
+            assert img[:, y0:y1, x0:x1].mean() > 0  # a plate's pixels in its box, on the black image
+        if not len(b):
+            assert not img.any()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s, b: paste_plates(torch.zeros(2, 1, 8, 8), [OWN] * 2, [s], [b]), "float (B, 3, H, W) batch"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [OWN] * 2, [s], [b]), "float (B, 3"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN], [s], [b]), "2 images but 1 box lists"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [], []), "as many and not none"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b, b]), "as many and not none"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], share=1.5), "share must be in [0, 1]"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], scale=(2, 1)), "scale must be"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], max_width=0), "max_width must be"),
+])
+def test_paste_plates_refuses_bad_input_by_name(call, message) -> None:
+    src, box = _source()
+    with pytest.raises(ValueError, match="paste_plates") as err:
+        call(src, box)
+    assert message in str(err.value)
