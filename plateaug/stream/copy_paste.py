@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .placement import boxes_near
+
 MIN_WIDTH, MIN_HEIGHT = 6, 3  # px: a source box or a pasted plate narrower or lower than this is not pasted
 
 
@@ -69,11 +71,8 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
         px, py = int(float(u[k, 4]) * (W - tw)), int(float(u[k, 5]) * (H - th))
         new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32)
         old = given[k]
-        if len(old):
-            ix = (torch.minimum(old[:, 2], new[:, 2]) - torch.maximum(old[:, 0], new[:, 0])).clamp(min=0)
-            iy = (torch.minimum(old[:, 3], new[:, 3]) - torch.maximum(old[:, 1], new[:, 1])).clamp(min=0)
-            if bool((ix * iy > 0).any()):
-                continue
+        if len(old) and bool(boxes_near(new, old, gap=0.0).any()):  # it would overlap a plate of the image
+            continue
         src = sources[j]
         patch = src[None, :, max(0, y0):y1, max(0, x0):x1].float()  # (1, 3, h, w)
         if not src.is_floating_point():
