@@ -71,6 +71,7 @@ def test_paste_plates_takes_a_stream_scene_batch() -> None:
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN], [s], [b]), "2 images but 1 box lists"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [], []), "as many and not none"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b, b]), "as many and not none"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s, s[0]], [b, b]), "source 1 is (120, 200)"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], share=1.5), "share must be in [0, 1]"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], scale=(2, 1)), "scale must be"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], max_width=0), "max_width must be"),

@@ -41,6 +41,10 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
     if len(sources) != len(source_boxes) or len(sources) == 0:
         raise ValueError(f"paste_plates: sources and source_boxes must be as many and not none, got {len(sources)} "
                          f"and {len(source_boxes)}")
+    bad = next((i for i, s in enumerate(sources) if s.ndim != 3 or s.shape[0] != 3), None)
+    if bad is not None:
+        raise ValueError(f"paste_plates: every source must be a (3, h, w) image, source {bad} is "
+                         f"{tuple(sources[bad].shape)}")
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"paste_plates: share must be in [0, 1], got {share}")
     if not 0.0 < scale[0] <= scale[1]:
