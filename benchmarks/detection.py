@@ -100,9 +100,9 @@ class Settings:
     #                     vary only the detectors, so a screen's pool is one draw; this varies that draw too)
     mix_share: float = 0.125  # real+stream: synthetic share of every batch (whole runs 2026-12-06, TTFNet targets:
     #                            an eighth -0.3 / +2.0 at 10 %, a quarter -1.4 / -0.1; CenterNet targets: 0.5 -3.4)
-    paste: float = 0.5  # real+stream: share of its crops into which one plate of the mixed-in pool is pasted (copy-
-    #   paste_plates); 84 photos +4.3 / +4.5 on two pools against the eighth alone's +2.6 / +2.3, all 839 -0.8 against
-    #   -1.3 (3 seeds, Xeon, 2026-12-07)
+    paste: float = 0.5  # real+stream: share of its crops into which one plate of the mixed-in pool is pasted
+    #   (plateaug.paste_plates: copy-paste); 84 photos +4.3 / +4.5 on two pools against the eighth alone's +2.6 /
+    #   +2.3, all 839 -0.8 against -1.3 (3 seeds, Xeon, 2026-12-07)
     mix_schedule: str = "constant"  # real+stream: "constant", or "decay": the share falls linearly from twice
     #                                 mix_share to 0 over the steps (synthetic first, the last steps real only)
     side: int = 640  # longest side of every training photo
@@ -875,14 +875,11 @@ def main(argv: list[str] | None = None) -> dict:
     given = {k: v for k in numbers if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
-    if args.paste is not None:
-        if not 0 <= args.paste <= 1:
-            ap.error(f"--paste must be between 0 and 1, got {args.paste}")
-        given["paste"] = args.paste
-    if args.mosaic is not None:
-        if not 0 <= args.mosaic <= 1:
-            ap.error(f"--mosaic must be between 0 and 1, got {args.mosaic}")
-        given["p_mosaic"] = args.mosaic
+    for flag, key in (("paste", "paste"), ("mosaic", "p_mosaic")):  # shares in [0, 1]
+        if (v := getattr(args, flag)) is not None:
+            if not 0 <= v <= 1:
+                ap.error(f"--{flag} must be between 0 and 1, got {v}")
+            given[key] = v
     if args.pool_seed is not None:
         if args.pool_seed < 0:
             ap.error(f"--pool-seed must be >= 0, got {args.pool_seed}")

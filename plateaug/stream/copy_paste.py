@@ -73,8 +73,8 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
         if tw < MIN_WIDTH or th >= H:
             continue
         px, py = int(float(u[k, 4]) * (W - tw)), int(float(u[k, 5]) * (H - th))
-        new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32)
         old = given[k]
+        new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32, device=old.device)  # where the boxes are
         if len(old) and bool(boxes_near(new, old, gap=0.0).any()):  # it would overlap a plate of the image
             continue
         src = sources[j]
