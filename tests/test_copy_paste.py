@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plateaug import PlateGANStream, paste_plates
+from plateaug import Harmonise, PlateGANStream, paste_plates
 
 OWN = torch.tensor([[10.0, 10, 40, 20]])  # each image's own plate box
 
@@ -48,6 +48,37 @@ def test_paste_plates_pastes_one_plate_with_its_box_where_no_plate_is() -> None:
     assert torch.allclose(as_float, out, atol=1e-6)  # uint8 or float sources alike
     none, same = paste_plates(images, boxes, [src], [box], share=0.0)
     assert torch.equal(none, images) and all(torch.equal(a, b) for a, b in zip(same, boxes))
+
+
+
+def test_paste_plates_harmonised_takes_the_light_of_its_place() -> None:
+    """harmonise: the same places and boxes, the plate composited as the stream composites (darker in a dark place
+    than the brightness pull makes it; an edge maybe feathered a pixel past its box, nothing further changed)."""
+    src, box = _source()
+    images = torch.full((64, 3, 96, 96), 0.1)
+    boxes = [OWN.clone() for _ in range(64)]
+    plain, plain_boxes = paste_plates(images, boxes, [src], [box], generator=torch.Generator().manual_seed(3))
+    out, new = paste_plates(images, boxes, [src], [box], generator=torch.Generator().manual_seed(3),
+                            harmonise=Harmonise())
+    assert all(torch.equal(a, b) for a, b in zip(new, plain_boxes))
+    pasted = [k for k, b in enumerate(new) if len(b) == 2]
+    assert len(pasted) >= 16 and out.min() >= 0 and out.max() <= 1
+    means = []
+    for k in range(64):
+        changed = (out[k] != images[k]).any(0)  # (96, 96)
+        if k not in pasted:
+            assert not changed.any()
+            continue
+        x0, y0, x1, y1 = (int(v) for v in new[k][1].tolist())
+        near = torch.zeros(96, 96, dtype=torch.bool)
+        near[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+        assert changed[y0 + 1:y1 - 1, x0 + 1:x1 - 1].all() and not changed[~near].any()
+        means.append((float(out[k, :, y0:y1, x0:x1].mean()), float(plain[k, :, y0:y1, x0:x1].mean())))
+    assert all(0.1 < h for h, _ in means)  # still brighter than the place
+    assert sum(h for h, _ in means) < sum(p for _, p in means) - 0.05 * len(means)  # and darker than pulled halfway
+    again, _ = paste_plates(images, boxes, [src], [box], generator=torch.Generator().manual_seed(3),
+                            harmonise=Harmonise())
+    assert torch.equal(out, again)
 
 
 def test_paste_plates_takes_a_stream_scene_batch() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .composite import Harmonise, composite
 from .placement import boxes_near
 
 MIN_WIDTH, MIN_HEIGHT = 6, 3  # px: a source box or a pasted plate narrower or lower than this is not pasted
@@ -24,14 +25,16 @@ MIN_WIDTH, MIN_HEIGHT = 6, 3  # px: a source box or a pasted plate narrower or l
 
 def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: Sequence[torch.Tensor],
                  source_boxes: Sequence[torch.Tensor], share: float = 0.5, scale: tuple[float, float] = (0.6, 1.6),
-                 max_width: float = 0.6, generator: torch.Generator | None = None
+                 max_width: float = 0.6, generator: torch.Generator | None = None, harmonise: Harmonise | None = None
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Into about `share` of `images` (B, 3, H, W) float in [0, 1] paste one plate each: a random box of a random
     source image (3, h, w) (uint8, or float in [0, 1]; a stream scene batch or a list of them) cut out, scaled by a
     log-uniform factor in `scale` (at most max_width x W wide, its aspect kept), its brightness pulled halfway to the
     mean of the place it covers, at a random place where it overlaps none of the image's `boxes` (B lists of (K, 4)
     xyxy px); where that place overlaps one, nothing is pasted. Returns new images and per-image boxes: the given
-    ones first, then the pasted plate's (float32, xyxy px). Random draws: seven per image from `generator` (CPU)."""
+    ones first, then the pasted plate's (float32, xyxy px). Random draws: seven per image from `generator` (CPU).
+    harmonise: instead of the brightness pull, the stream's own compositing (plateaug.Harmonise: the light, colour
+    cast and focus of the place, some edges feathered; six more draws per pasted plate)."""
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"paste_plates: images must be a float (B, 3, H, W) batch, got {tuple(images.shape)} "
                          f"{images.dtype}")
@@ -85,7 +88,12 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
             continue
         patch = F.interpolate(patch.to(out.device), size=(th, tw), mode="bilinear", align_corners=False,
                               antialias=True)[0]
-        gain = (out[k, :, py:py + th, px:px + tw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
-        out[k, :, py:py + th, px:px + tw] = (patch * gain).clamp(0, 1)
+        if harmonise is None:
+            gain = (out[k, :, py:py + th, px:px + tw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
+            out[k, :, py:py + th, px:px + tw] = (patch * gain).clamp(0, 1)
+        else:  # the patch as a plate texture warped onto its own rectangle: composite's light, colour, focus, edge
+            quad = torch.tensor([[[px, py], [px + tw, py], [px + tw, py + th], [px, py + th]]], dtype=torch.float32)
+            composite(out[k:k + 1], patch[None], quad, torch.zeros(1, dtype=torch.long),
+                      generator if generator is not None else torch.default_generator, harmonise)
         new_boxes[k] = torch.cat([old, new])
     return out, new_boxes
