@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_dir, executor, in_fresh_process, machine, missing_data, write_outputs  # noqa: E402
 from scene_split import split_images  # noqa: E402
 
-from plateaug import PlateGANStream, paste_plates  # noqa: E402
+from plateaug import Harmonise, PlateGANStream, paste_plates  # noqa: E402
 from plateaug.generator.backends import cpu_has_bf16  # noqa: E402
 from plateaug.models.centernet import PlateDetector, decode, detection_loss, encode_targets, flip_merge  # noqa: E402
 from plateaug.stream.photos import ScenePhotos  # noqa: E402
@@ -113,6 +113,8 @@ class Settings:
     p_around_plate: float = 0.7  # share of crops centred near a plate
     p_mosaic: float = 0.5  # share of crops that are 2x2 mosaics of half-side crops (YOLOv4's): more plates and places
     #   a crop; real AP50 0.646 at 0.5, 0.641 at 0.25, 0.619 at 0.75 against 0.583 without (3 seeds, Xeon, 2026-12-07)
+    paste_harmonise: bool = False  # real+stream: pasted plates take the light, colour and focus of their place
+    #   (plateaug.Harmonise, the stream's compositing) instead of a brightness pull
     scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
     heat_spread: float | None = 0.54  # heatmap peaks: TTFNet's elliptical ones (sigma 0.54 x box side / 6), None
     #                                    CenterNet's round ones (before 2026-12-06: real AP50 0.479 vs 0.518, 3 seeds)
@@ -313,7 +315,8 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
                 bs += b
         x = torch.cat(xs)  # (B, 3, crop, crop) in [0, 1]
         if paste_from is not None and s.paste > 0:  # (no draw at 0: the mixes stay as they were)
-            x, bs = paste_plates(x, bs, paste_from.images, paste_from.boxes, s.paste, generator=g)
+            x, bs = paste_plates(x, bs, paste_from.images, paste_from.boxes, s.paste, generator=g,
+                                 harmonise=Harmonise() if s.paste_harmonise else None)
         x = x.to(dev).contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop) in [0, 1]
         targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)  # on the CPU; the loss moves them
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
@@ -681,7 +684,8 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
             pct = f"{100 * s.mix_share:g}%"
             share = (f"{pct} of every batch" if s.mix_schedule == "constant"
                      else f"{200 * s.mix_share:g}% of the first batch falling to none, {pct} in all")
-            pasted = f", one of its plates pasted into {100 * s.paste:g}% of the crops" if s.paste > 0 else ""
+            pasted = (f", one of its plates pasted into {100 * s.paste:g}% of the crops"
+                      + (", harmonised" if s.paste_harmonise else "")) if s.paste > 0 else ""
             print(f"  real+stream mixes in `{mix}` ({share}{pasted})", flush=True)
             collect(after_pools({(mix, x.endswith("@10%")): [(x, k, mix) for k in seeds]
                                  for x in sources if x.startswith("real+stream")}))
@@ -843,6 +847,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mix-share", type=float, help="real+stream: the synthetic share of every batch (default 0.125)")
     ap.add_argument("--paste", type=float, help="real+stream: share of its crops into which one plate of the "
                     f"mixed-in scenes is pasted (copy-paste; default {Settings.paste}; 0: none)")
+    ap.add_argument("--paste-harmonise", action=argparse.BooleanOptionalAction, help="real+stream: pasted plates "
+                    "take the light, colour and focus of their place (plateaug.Harmonise) instead of a brightness pull "
+                    f"(default {Settings.paste_harmonise})")
     ap.add_argument("--mix-schedule", choices=("constant", "decay"), help="real+stream: the share constant "
                     "(default), or falling linearly from twice --mix-share to none (synthetic first, then real)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast "
@@ -880,6 +887,8 @@ def main(argv: list[str] | None = None) -> dict:
             if not 0 <= v <= 1:
                 ap.error(f"--{flag} must be between 0 and 1, got {v}")
             given[key] = v
+    if args.paste_harmonise is not None:
+        given["paste_harmonise"] = args.paste_harmonise
     if args.pool_seed is not None:
         if args.pool_seed < 0:
             ap.error(f"--pool-seed must be >= 0, got {args.pool_seed}")
@@ -893,7 +902,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.mix_schedule == "decay" and given.get("mix_share", Settings.mix_share) > 0.5:
         ap.error(f"--mix-schedule decay starts at twice --mix-share: it must be <= 0.5, got {given['mix_share']}")
     for k, v in given.items():
-        if k in ("pool_seed", "p_mosaic"):
+        if k not in numbers:  # the shares, switches and the pool seed: checked above
             continue
         if k in ("heat_spread", "coarse_from") and v == 0:
             given[k] = None  # CenterNet's round peaks; one test pass
