@@ -81,6 +81,44 @@ def test_paste_plates_harmonised_takes_the_light_of_its_place() -> None:
     assert torch.equal(out, again)
 
 
+
+def test_paste_plates_with_context_brings_the_plates_surroundings() -> None:
+    """context: the cut is the box grown by context x its width (the car round the plate); the pasted box is still
+    the plate's own, over its pixels, and nothing of the cut overlaps the image's plates. A cut that would hold part of
+    another of the source's plates is not pasted."""
+    src = torch.full((3, 120, 200), 40, dtype=torch.uint8)
+    src[:, 40:80, 40:160] = 120  # the car: grey round the plate
+    src[:, 50:70, 60:140] = 250  # the plate: 80 x 20 px
+    box = torch.tensor([[60.0, 50, 140, 70]])
+    images = torch.zeros(64, 3, 128, 128)
+    boxes = [OWN.clone() for _ in range(64)]
+    out, new = paste_plates(images, boxes, [src], [box], share=1.0, context=0.25,
+                            generator=torch.Generator().manual_seed(4))
+    pasted = [k for k, b in enumerate(new) if len(b) == 2]
+    assert len(pasted) >= 16
+    for k in pasted:
+        x0, y0, x1, y1 = new[k][1].tolist()
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(4, rel=0.15)
+        xa, ya, xb, yb = round(x0), round(y0), round(x1), round(y1)
+        assert out[k, :, ya + 1:yb - 1, xa + 1:xb - 1].min() > 0.5  # the plate under its box
+        changed = (out[k] != 0).any(0).nonzero()  # the whole cut: the plate and its car
+        cy0, cx0 = changed.min(0).values.tolist()
+        cy1, cx1 = (changed.max(0).values + 1).tolist()
+        grow = 0.25 * (x1 - x0)
+        assert cx0 == pytest.approx(x0 - grow, abs=2) and cx1 == pytest.approx(x1 + grow, abs=2)
+        assert cy0 == pytest.approx(max(0.0, y0 - grow), abs=2) or cy0 == 0
+        assert not (cx0 < 40 and cx1 > 10 and cy0 < 20 and cy1 > 10)  # the cut is off the image's own plate
+        ring = out[k, :, max(0, ya - 3), xa:xb]  # just above the plate: the car, darker than the plate
+        assert 0.1 < float(ring.mean()) < 0.5 * float(out[k, :, ya + 2:yb - 2, xa + 2:xb - 2].mean())
+    plain, _ = paste_plates(images, boxes, [src], [box], share=1.0, generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(plain, out)
+    assert paste_plates(images, boxes, [src], [box], share=1.0, context=0.0,
+                        generator=torch.Generator().manual_seed(4))[0].equal(plain)  # context 0: the box alone
+    two = torch.tensor([[60.0, 50, 140, 70], [60.0, 74, 140, 94]])  # a second plate within the grown cut
+    _, none = paste_plates(images, boxes, [src], [two], share=1.0, context=0.25)
+    assert all(len(b) == 1 for b in none)
+
+
 def test_paste_plates_takes_a_stream_scene_batch() -> None:
     """The stream's scenes and their target boxes are a source as they come."""
     stream = PlateGANStream(mode="scene", backgrounds="procedural", batch_size=4, image_size=(96, 160), seed=1)
@@ -106,6 +144,7 @@ def test_paste_plates_takes_a_stream_scene_batch() -> None:
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], share=1.5), "share must be in [0, 1]"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], scale=(2, 1)), "scale must be"),
     (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], max_width=0), "max_width must be"),
+    (lambda s, b: paste_plates(torch.zeros(2, 3, 8, 8), [OWN] * 2, [s], [b], context=-0.5), "context must be in"),
 ])
 def test_paste_plates_refuses_bad_input_by_name(call, message) -> None:
     src, box = _source()

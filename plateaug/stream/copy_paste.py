@@ -25,8 +25,8 @@ MIN_WIDTH, MIN_HEIGHT = 6, 3  # px: a source box or a pasted plate narrower or l
 
 def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: Sequence[torch.Tensor],
                  source_boxes: Sequence[torch.Tensor], share: float = 0.5, scale: tuple[float, float] = (0.6, 1.6),
-                 max_width: float = 0.6, generator: torch.Generator | None = None, harmonise: Harmonise | None = None
-                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                 max_width: float = 0.6, generator: torch.Generator | None = None, harmonise: Harmonise | None = None,
+                 context: float = 0.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Into about `share` of `images` (B, 3, H, W) float in [0, 1] paste one plate each: a random box of a random
     source image (3, h, w) (uint8, or float in [0, 1]; a stream scene batch or a list of them) cut out, scaled by a
     log-uniform factor in `scale` (at most max_width x W wide, its aspect kept), its brightness pulled halfway to the
@@ -34,7 +34,10 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
     xyxy px); where that place overlaps one, nothing is pasted. Returns new images and per-image boxes: the given
     ones first, then the pasted plate's (float32, xyxy px). Random draws: seven per image from `generator` (CPU).
     harmonise: instead of the brightness pull, the stream's own compositing (plateaug.Harmonise: the light, colour
-    cast and focus of the place, some edges feathered; six more draws per pasted plate)."""
+    cast and focus of the place, some edges feathered; six more draws per pasted plate).
+    context: the cut is the box grown by this x its width on every side (within the source: the plate comes with
+    its car), scaled alike and shrunk to fit the image; a cut holding part of another of the source's plates is
+    not pasted (it would paste an unlabelled plate), nor one over a plate of the image. 0: the box alone."""
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"paste_plates: images must be a float (B, 3, H, W) batch, got {tuple(images.shape)} "
                          f"{images.dtype}")
@@ -54,6 +57,8 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
         raise ValueError(f"paste_plates: scale must be (low, high) with 0 < low <= high, got {scale}")
     if not 0.0 < max_width <= 1.0:
         raise ValueError(f"paste_plates: max_width must be in (0, 1], got {max_width}")
+    if not 0.0 <= context <= 4.0:
+        raise ValueError(f"paste_plates: context must be in [0, 4], got {context}")
     out = images.clone()
     given = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
     new_boxes = list(given)
@@ -66,33 +71,46 @@ def paste_plates(images: torch.Tensor, boxes: Sequence[torch.Tensor], sources: S
         cand = torch.as_tensor(source_boxes[j], dtype=torch.float32).reshape(-1, 4)
         if not len(cand):
             continue
-        b = cand[min(len(cand) - 1, int(float(u[k, 2]) * len(cand)))]
-        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+        pick = min(len(cand) - 1, int(float(u[k, 2]) * len(cand)))
+        x0, y0, x1, y1 = (int(round(float(v))) for v in cand[pick])
         w, h = x1 - x0, y1 - y0
         if w < MIN_WIDTH or h < MIN_HEIGHT:
             continue
         tw = min(int(w * math.exp(lo + (hi - lo) * float(u[k, 3]))), int(max_width * W))
+        src = sources[j]
+        grow = int(round(context * w))
+        cx0, cy0 = max(0, x0 - grow), max(0, y0 - grow)  # the cut: the box alone, or with its surroundings
+        cx1, cy1 = (x1, y1) if not grow else (min(src.shape[-1], x1 + grow), min(src.shape[-2], y1 + grow))
+        if grow:
+            others = torch.cat([cand[:pick], cand[pick + 1:]])
+            if len(others) and bool(boxes_near(torch.tensor([[cx0, cy0, cx1, cy1]], dtype=torch.float32), others,
+                                               gap=0.0).any()):
+                continue  # part of another plate in the cut
+            tw = min(tw, int(w * min(W / (cx1 - cx0), (H - 1) / (cy1 - cy0))))  # the cut fits the image
         th = max(2, int(tw * h / w))
         if tw < MIN_WIDTH or th >= H:
             continue
-        px, py = int(float(u[k, 4]) * (W - tw)), int(float(u[k, 5]) * (H - th))
+        f = tw / w
+        pw, ph = (tw, th) if not grow else (min(W, round((cx1 - cx0) * f)), min(H, round((cy1 - cy0) * f)))
+        px, py = int(float(u[k, 4]) * (W - pw)), int(float(u[k, 5]) * (H - ph))
         old = given[k]
-        new = torch.tensor([[px, py, px + tw, py + th]], dtype=torch.float32, device=old.device)  # where the boxes are
-        if len(old) and bool(boxes_near(new, old, gap=0.0).any()):  # it would overlap a plate of the image
+        rect = torch.tensor([[px, py, px + pw, py + ph]], dtype=torch.float32, device=old.device)  # where the boxes are
+        if len(old) and bool(boxes_near(rect, old, gap=0.0).any()):  # it would overlap a plate of the image
             continue
-        src = sources[j]
-        patch = src[None, :, max(0, y0):y1, max(0, x0):x1].float()  # (1, 3, h, w)
+        bx, by = px + (x0 - cx0) * f, py + (y0 - cy0) * f
+        new = rect if not grow else torch.tensor([[bx, by, bx + tw, by + th]], dtype=torch.float32, device=old.device)
+        patch = src[None, :, cy0:cy1, cx0:cx1].float()  # (1, 3, h, w)
         if not src.is_floating_point():
             patch = patch / 255
         if patch.shape[-2] < 1 or patch.shape[-1] < 1:
             continue
-        patch = F.interpolate(patch.to(out.device), size=(th, tw), mode="bilinear", align_corners=False,
+        patch = F.interpolate(patch.to(out.device), size=(ph, pw), mode="bilinear", align_corners=False,
                               antialias=True)[0]
         if harmonise is None:
-            gain = (out[k, :, py:py + th, px:px + tw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
-            out[k, :, py:py + th, px:px + tw] = (patch * gain).clamp(0, 1)
+            gain = (out[k, :, py:py + ph, px:px + pw].mean() / patch.mean().clamp(min=1e-3)).clamp(0.5, 2.0) ** 0.5
+            out[k, :, py:py + ph, px:px + pw] = (patch * gain).clamp(0, 1)
         else:  # the patch as a plate texture warped onto its own rectangle: composite's light, colour, focus, edge
-            quad = torch.tensor([[[px, py], [px + tw, py], [px + tw, py + th], [px, py + th]]], dtype=torch.float32)
+            quad = torch.tensor([[[px, py], [px + pw, py], [px + pw, py + ph], [px, py + ph]]], dtype=torch.float32)
             composite(out[k:k + 1], patch[None], quad, torch.zeros(1, dtype=torch.long),
                       generator if generator is not None else torch.default_generator, harmonise)
         new_boxes[k] = torch.cat([old, new])
