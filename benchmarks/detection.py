@@ -115,6 +115,8 @@ class Settings:
     #   a crop; real AP50 0.646 at 0.5, 0.641 at 0.25, 0.619 at 0.75 against 0.583 without (3 seeds, Xeon, 2026-12-07)
     paste_harmonise: bool = False  # real+stream: pasted plates take the light, colour and focus of their place
     #   (plateaug.Harmonise, the stream's compositing) instead of a brightness pull
+    paste_context: float = 0.0  # real+stream: each pasted plate comes with this x its width of its scene on every
+    #   side (its car), not its box alone
     scene_size: tuple[int, int] = (384, 640)  # synthetic scenes (the stream's default)
     heat_spread: float | None = 0.54  # heatmap peaks: TTFNet's elliptical ones (sigma 0.54 x box side / 6), None
     #                                    CenterNet's round ones (before 2026-12-06: real AP50 0.479 vs 0.518, 3 seeds)
@@ -316,7 +318,7 @@ def train_detector(parts: list[tuple[Photos, Share]], s: Settings, seed: int, na
         x = torch.cat(xs)  # (B, 3, crop, crop) in [0, 1]
         if paste_from is not None and s.paste > 0:  # (no draw at 0: the mixes stay as they were)
             x, bs = paste_plates(x, bs, paste_from.images, paste_from.boxes, s.paste, generator=g,
-                                 harmonise=Harmonise() if s.paste_harmonise else None)
+                                 harmonise=Harmonise() if s.paste_harmonise else None, context=s.paste_context)
         x = x.to(dev).contiguous(memory_format=torch.channels_last)  # (B, 3, crop, crop) in [0, 1]
         targets = encode_targets(bs, x.shape[-2:], s.heat_spread, s.dense)  # on the CPU; the loss moves them
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
@@ -850,6 +852,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--paste-harmonise", action=argparse.BooleanOptionalAction, help="real+stream: pasted plates "
                     "take the light, colour and focus of their place (plateaug.Harmonise) instead of a brightness pull "
                     f"(default {Settings.paste_harmonise})")
+    ap.add_argument("--paste-context", type=float, help="real+stream: each pasted plate comes with this x its width "
+                    f"of its scene on every side (its car; default {Settings.paste_context}: the box alone)")
     ap.add_argument("--mix-schedule", choices=("constant", "decay"), help="real+stream: the share constant "
                     "(default), or falling linearly from twice --mix-share to none (synthetic first, then real)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast "
@@ -887,6 +891,10 @@ def main(argv: list[str] | None = None) -> dict:
             if not 0 <= v <= 1:
                 ap.error(f"--{flag} must be between 0 and 1, got {v}")
             given[key] = v
+    if args.paste_context is not None:
+        if not 0 <= args.paste_context <= 4:
+            ap.error(f"--paste-context must be between 0 and 4, got {args.paste_context}")
+        given["paste_context"] = args.paste_context
     if args.paste_harmonise is not None:
         given["paste_harmonise"] = args.paste_harmonise
     if args.pool_seed is not None:

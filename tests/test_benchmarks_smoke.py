@@ -516,7 +516,7 @@ def test_detection_mosaic_crops_tile_four_crops_with_their_boxes(detection) -> N
 def test_detection_train_detector_pastes_only_when_asked(detection) -> None:
     """train_detector: paste_from with s.paste 0 trains exactly the detector without it (no draw: the rows of
     runs without pasting are unchanged); with s.paste > 0 the crops (plateaug.paste_plates, tests/test_copy_paste.py),
-    and so the detector, differ, and differ again with s.paste_harmonise."""
+    and so the detector, differ, and differ again with s.paste_harmonise or s.paste_context."""
     s = detection.Settings(steps=2, batch=4, crop=64, bf16=False, paste=0.0)
     img = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
     photos = detection.Photos([img], [torch.tensor([[20.0, 40, 60, 52]])])
@@ -528,6 +528,9 @@ def test_detection_train_detector_pastes_only_when_asked(detection) -> None:
     harmonised = detection.train_detector([(photos, 1.0)], replace(s, paste=1.0, paste_harmonise=True), seed=0,
                                           paste_from=photos)  # the stream's compositing: other pixels
     assert not torch.equal(weights(pasted), weights(harmonised))
+    with_car = detection.train_detector([(photos, 1.0)], replace(s, paste=1.0, paste_context=0.5), seed=0,
+                                        paste_from=photos)  # each plate with its surroundings
+    assert not torch.equal(weights(pasted), weights(with_car))
 
 
 @pytest.mark.parametrize("schedule", ["constant", "decay"])
@@ -672,14 +675,14 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     out = tmp_path / "det.json"
     proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
                       "--heat-spread", "0", "--no-dense", "--coarse-from", "48", "--no-flip-test", "--mosaic", "0",
-                      "--paste", "0", "--paste-harmonise")
+                      "--paste", "0", "--paste-harmonise", "--paste-context", "0.5")
     # CenterNet's targets, two passes, no flip test, no mosaics; the shares take 0, the switches are recorded
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert (result["settings"]["heat_spread"], result["settings"]["dense"]) == (None, False)
     assert result["settings"]["coarse_from"] == 48 and result["settings"]["flip_test"] is False
     assert result["settings"]["p_mosaic"] == 0 and result["settings"]["paste"] == 0
-    assert result["settings"]["paste_harmonise"] is True
+    assert result["settings"]["paste_harmonise"] is True and result["settings"]["paste_context"] == 0.5
     rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
@@ -689,6 +692,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
                           (["--coarse-from", "-5"], "--coarse-from must be > 0"),
                           (["--mosaic", "1.5"], "--mosaic must be between 0 and 1, got 1.5"),
                           (["--paste", "-0.1"], "--paste must be between 0 and 1, got -0.1"),
+                          (["--paste-context", "5"], "--paste-context must be between 0 and 4, got 5.0"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json"),
                           (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
