@@ -17,6 +17,19 @@ def _source() -> tuple[torch.Tensor, torch.Tensor]:
     return img, torch.tensor([[60.0, 50, 140, 70]])
 
 
+def _pasted(images: torch.Tensor, out: torch.Tensor, new: list[torch.Tensor]) -> list[tuple]:
+    """(k, (x0, y0, x1, y1) ints, changed pixels (H, W) bool) of each image a plate was pasted into (its second box);
+    every other image must be unchanged."""
+    found = []
+    for k, b in enumerate(new):
+        changed = (out[k] != images[k]).any(0)  # (H, W)
+        if len(b) < 2:
+            assert not changed.any()
+            continue
+        found.append((k, tuple(int(v) for v in b[1].tolist()), changed))
+    return found
+
+
 def test_paste_plates_pastes_one_plate_with_its_box_where_no_plate_is() -> None:
     src, box = _source()
     images = torch.full((64, 3, 96, 96), 0.5)
@@ -28,12 +41,7 @@ def test_paste_plates_pastes_one_plate_with_its_box_where_no_plate_is() -> None:
     pasted = [k for k, b in enumerate(new) if len(b) == 2]
     assert all(len(b) in (1, 2) and torch.equal(b[0], OWN[0]) for b in new)  # the own box first, unchanged
     assert 16 <= len(pasted) <= 48  # about half (a place over the own box is left empty)
-    for k in range(64):
-        changed = (out[k] != images[k]).any(0)  # (96, 96)
-        if k not in pasted:
-            assert not changed.any()
-            continue
-        x0, y0, x1, y1 = (int(v) for v in new[k][1].tolist())
+    for k, (x0, y0, x1, y1), changed in _pasted(images, out, new):
         assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and 0.6 * 80 * 0.6 - 1 <= x1 - x0 <= 0.6 * 96
         assert (x1 - x0) / (y1 - y0) == pytest.approx(4, rel=0.25)  # the plate's aspect kept
         assert not (x0 < 40 and x1 > 10 and y0 < 20 and y1 > 10)  # not over the image's own plate
@@ -64,12 +72,7 @@ def test_paste_plates_harmonised_takes_the_light_of_its_place() -> None:
     pasted = [k for k, b in enumerate(new) if len(b) == 2]
     assert len(pasted) >= 16 and out.min() >= 0 and out.max() <= 1
     means = []
-    for k in range(64):
-        changed = (out[k] != images[k]).any(0)  # (96, 96)
-        if k not in pasted:
-            assert not changed.any()
-            continue
-        x0, y0, x1, y1 = (int(v) for v in new[k][1].tolist())
+    for k, (x0, y0, x1, y1), changed in _pasted(images, out, new):
         near = torch.zeros(96, 96, dtype=torch.bool)
         near[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
         assert changed[y0 + 1:y1 - 1, x0 + 1:x1 - 1].all() and not changed[~near].any()
