@@ -686,8 +686,9 @@ def _run(ctx: Context, sources: list[str], jobs: int, threads: int, mix: str | N
             pct = f"{100 * s.mix_share:g}%"
             share = (f"{pct} of every batch" if s.mix_schedule == "constant"
                      else f"{200 * s.mix_share:g}% of the first batch falling to none, {pct} in all")
-            pasted = (f", one of its plates pasted into {100 * s.paste:g}% of the crops"
-                      + (", harmonised" if s.paste_harmonise else "")) if s.paste > 0 else ""
+            how = ((", harmonised" if s.paste_harmonise else "")
+                   + (f", with {s.paste_context:g}x its width round it" if s.paste_context else ""))
+            pasted = f", one of its plates pasted into {100 * s.paste:g}% of the crops{how}" if s.paste > 0 else ""
             print(f"  real+stream mixes in `{mix}` ({share}{pasted})", flush=True)
             collect(after_pools({(mix, x.endswith("@10%")): [(x, k, mix) for k in seeds]
                                  for x in sources if x.startswith("real+stream")}))
@@ -846,6 +847,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"outputs averaged (CenterNet's flip test; default {Settings.flip_test}), or not (--no-flip-test)")
     ap.add_argument("--mosaic", type=float, help="share of training crops that are 2x2 mosaics of half-side crops "
                     f"(YOLOv4's mosaic; default {Settings.p_mosaic})")
+    ap.add_argument("--around-plate", type=float, help="share of training crops centred near a plate (the rest "
+                    f"anywhere; default {Settings.p_around_plate})")
     ap.add_argument("--mix-share", type=float, help="real+stream: the synthetic share of every batch (default 0.125)")
     ap.add_argument("--paste", type=float, help="real+stream: share of its crops into which one plate of the "
                     f"mixed-in scenes is pasted (copy-paste; default {Settings.paste}; 0: none)")
@@ -886,10 +889,10 @@ def main(argv: list[str] | None = None) -> dict:
     given = {k: v for k in numbers if (v := getattr(args, k)) is not None}
     if "mix_share" in given and not 0 < given["mix_share"] < 1:
         ap.error(f"--mix-share must be between 0 and 1, got {given['mix_share']}")
-    for flag, key in (("paste", "paste"), ("mosaic", "p_mosaic")):  # shares in [0, 1]
+    for flag, key in (("paste", "paste"), ("mosaic", "p_mosaic"), ("around_plate", "p_around_plate")):  # shares
         if (v := getattr(args, flag)) is not None:
             if not 0 <= v <= 1:
-                ap.error(f"--{flag} must be between 0 and 1, got {v}")
+                ap.error(f"--{flag.replace('_', '-')} must be between 0 and 1, got {v}")
             given[key] = v
     if args.paste_context is not None:
         if not 0 <= args.paste_context <= 4:

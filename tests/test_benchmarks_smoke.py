@@ -675,7 +675,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     out = tmp_path / "det.json"
     proc = _detection("--real", str(real), "--holdout", str(holdout), "--sources", "real", "--json", str(out),
                       "--heat-spread", "0", "--no-dense", "--coarse-from", "48", "--no-flip-test", "--mosaic", "0",
-                      "--paste", "0", "--paste-harmonise", "--paste-context", "0.5")
+                      "--paste", "0", "--paste-harmonise", "--paste-context", "0.5", "--around-plate", "1")
     # CenterNet's targets, two passes, no flip test, no mosaics; the shares take 0, the switches are recorded
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
@@ -683,6 +683,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
     assert result["settings"]["coarse_from"] == 48 and result["settings"]["flip_test"] is False
     assert result["settings"]["p_mosaic"] == 0 and result["settings"]["paste"] == 0
     assert result["settings"]["paste_harmonise"] is True and result["settings"]["paste_context"] == 0.5
+    assert result["settings"]["p_around_plate"] == 1
     rows = result["rows"]
     assert {(r["test_source"], r["n_test"]) for r in rows} == {("all", 20), ("street", 10), ("web", 10)}
     for args, message in ((["--sources", "real,nope"], "--sources: unknown ['nope']"),
@@ -693,6 +694,7 @@ def test_detection_holdout_is_all_test_and_bad_arguments_fail_clearly(tmp_path: 
                           (["--mosaic", "1.5"], "--mosaic must be between 0 and 1, got 1.5"),
                           (["--paste", "-0.1"], "--paste must be between 0 and 1, got -0.1"),
                           (["--paste-context", "5"], "--paste-context must be between 0 and 4, got 5.0"),
+                          (["--around-plate", "1.5"], "--around-plate must be between 0 and 1, got 1.5"),
                           (["--mix-schedule", "decay", "--mix-share", "0.6"], "it must be <= 0.5, got 0.6"),
                           (["--real", str(tmp_path)], "holds no annotations.json"),
                           (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
